@@ -1,0 +1,1 @@
+"""Integrations: pytest plugin, Django, dashboard, metrics."""

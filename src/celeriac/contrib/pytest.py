@@ -1,0 +1,1 @@
+"""pytest plugin with Celery's fixture names."""

@@ -1,0 +1,1 @@
+"""Pure data: broker messages, task message envelopes, codecs. No I/O happens here."""

@@ -1,0 +1,232 @@
+"""The broker contract every transport implements.
+
+A transport moves :class:`~celeriac.protocol.message.Message` values between processes. It knows
+queues, leases and bytes, never tasks. Every method is synchronous and safe to call from several
+threads; the asyncio client and the worker call them from worker threads, so one implementation serves
+both sync and async callers.
+
+Delivery semantics every implementation guarantees (the contract suite in ``tests/contract`` checks
+them against each transport):
+
+* ``fetch`` hands each message to exactly one consumer and leases it to that consumer's transport
+  instance. A lease lasts ``visibility_timeout`` seconds unless ``renew`` extends it; a message whose
+  lease ran out (its holder died) goes back to its queue, marked ``redelivered``.
+* ``ack`` ends the lease and removes the message. ``requeue`` gives it back to the head of its queue.
+  ``park`` hides it until a due time (far-future ETA), then any consumer can fetch it again.
+  ``dead_letter`` moves it to the dead-letter store with a reason a user can read.
+* Higher ``properties["priority"]`` is served first within a queue (0-9, Celery's scale), FIFO
+  within one priority, except where a transport documents a coarser scale (Redis: kombu's steps).
+* ``broadcast``/``subscribe`` deliver to every subscriber present at publish time, store nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+from celeriac.protocol.entities import Queue
+from celeriac.protocol.message import Delivery, Message, Outgoing
+
+#: Option keys the app passes to every transport (from ``broker_transport_options`` and settings).
+KNOWN_OPTIONS = (
+    "visibility_timeout",  # seconds a lease lasts without renewal (default 3600, as kombu)
+    "dead_letter_queue",  # name of the dead-letter store (setting broker_dead_letter_queue)
+    "polling_interval",  # longest idle wait between checks where a transport must poll
+    "ssl",  # broker_use_ssl
+    "max_connections",  # redis_max_connections / broker_pool_limit
+    "connect_timeout",  # broker_connection_timeout
+    "heartbeat",  # broker_heartbeat
+)
+
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message that could not be processed, kept with the reason so a user can inspect it."""
+
+    id: str
+    queue: str
+    reason: str
+    message: Message
+    time: float
+
+
+class Subscription(ABC):
+    """A live subscription to a broadcast exchange (control commands, events)."""
+
+    @abstractmethod
+    def get(self, timeout: float) -> list[tuple[str, Message]]:
+        """Wait up to *timeout* seconds; return ``(routing_key, message)`` pairs received, maybe none."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop receiving."""
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Transport(ABC):
+    """A broker connection. See the module docstring for the delivery contract."""
+
+    #: URL schemes this transport serves.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: True when separate processes using the same URL see the same queues.
+    shared_across_processes: ClassVar[bool] = True
+    #: Highest priority value the transport orders by (Celery's scale is 0-9).
+    max_priority: ClassVar[int] = 9
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options: Mapping[str, Any] = dict(options or {})
+        self.visibility_timeout = float(
+            self.options.get("visibility_timeout") or DEFAULT_VISIBILITY_TIMEOUT
+        )
+        self.dead_letter_queue = str(self.options.get("dead_letter_queue") or "celeriac.dlq")
+
+    # -- declaring and publishing ------------------------------------------------------------------
+    @abstractmethod
+    def declare(self, queue: Queue) -> None:
+        """Create *queue* and its binding if they do not exist (idempotent)."""
+
+    @abstractmethod
+    def publish(self, items: Sequence[Outgoing]) -> None:
+        """Publish messages durably, as one batch where the broker allows it.
+
+        An item addressed to exchange ``""`` goes to the queue named by its routing key; otherwise
+        the exchange's bindings decide. Raises :class:`~celeriac.exceptions.TransportError` when
+        the broker cannot be reached; nothing is half-published within one item.
+        """
+
+    # -- consuming ---------------------------------------------------------------------------------
+    @abstractmethod
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Lease and return up to *limit* messages from *queues*, waiting up to *timeout* seconds.
+
+        Returns as soon as at least one message is available (an empty list after *timeout*).
+        Queues listed first are preferred when priorities are equal. Idle waiting costs no CPU.
+        """
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove leased messages for good."""
+
+    @abstractmethod
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Give leased messages back to the head of their queues, marked redelivered."""
+
+    @abstractmethod
+    def park(self, delivery: Delivery, due: float) -> None:
+        """Release *delivery* and hide it until unix time *due*; then it can be fetched again."""
+
+    @abstractmethod
+    def renew(self, deliveries: Sequence[Delivery]) -> None:
+        """Extend the leases of messages this consumer still holds."""
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a leased message to the dead-letter store with *reason*."""
+
+    # -- queues and the dead-letter store ------------------------------------------------------------
+    @abstractmethod
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in *queue* (not counting leased or parked ones)."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete every waiting message in *queue*; return how many."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest *limit* dead-lettered messages."""
+
+    @abstractmethod
+    def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
+        """Put dead-lettered messages (all when *ids* is None) back on their queues."""
+
+    @abstractmethod
+    def purge_dead(self, ids: Sequence[str] | None = None) -> int:
+        """Delete dead-lettered messages (all when *ids* is None); return how many."""
+
+    # -- broadcast ---------------------------------------------------------------------------------
+    @abstractmethod
+    def broadcast(self, exchange: str, routing_key: str, message: Message) -> None:
+        """Send *message* to every current subscriber of *exchange* (fanout/topic semantics)."""
+
+    @abstractmethod
+    def subscribe(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Subscription:
+        """Subscribe to *exchange*; AMQP topic patterns (``*``, ``#``) select routing keys."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Held leases are not released (see ``requeue``)."""
+
+    def describe(self) -> str:
+        """The URL with any password hidden, for banners and logs."""
+        return censor_url(self.url)
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def censor_url(url: str) -> str:
+    """Hide the password in a URL: ``redis://:secret@host`` → ``redis://:**@host``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, has_pw, _ = creds.partition(":")
+    return f"{scheme}://{user}{':**' if has_pw else ''}@{host}"
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is one word, ``#`` is zero or more words, words split on dots."""
+    return _match(pattern.split("."), routing_key.split(".") if routing_key else [])
+
+
+def _match(pat: list[str], words: list[str]) -> bool:
+    if not pat:
+        return not words
+    head, rest = pat[0], pat[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head == "*" or head == words[0]) and _match(rest, words[1:])
+
+
+class Waker:
+    """An in-process wake-up signal with a generation counter, for transports' idle waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen_generation: int, timeout: float) -> bool:
+        """Wait until the generation moves past *seen_generation* or *timeout* passes."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._generation != seen_generation, timeout)

@@ -15,7 +15,9 @@ them against each transport):
   ``park`` hides it until a due time (far-future ETA), then any consumer can fetch it again.
   ``dead_letter`` moves it to the dead-letter store with a reason a user can read.
 * Higher ``properties["priority"]`` is served first within a queue (0-9, Celery's scale), FIFO
-  within one priority, except where a transport documents a coarser scale (Redis: kombu's steps).
+  within one priority. A transport that must keep another broker's layout says so with
+  ``priority_reversed`` (Redis: kombu serves *lower* numbers first, in steps 0/3/6/9, and a Celery
+  worker sharing the Redis must see the same order).
 * ``broadcast``/``subscribe`` deliver to every subscriber present at publish time, store nothing.
 """
 
@@ -85,6 +87,8 @@ class Transport(ABC):
     shared_across_processes: ClassVar[bool] = True
     #: Highest priority value the transport orders by (Celery's scale is 0-9).
     max_priority: ClassVar[int] = 9
+    #: True where a lower priority number is served first (kombu's Redis layout).
+    priority_reversed: ClassVar[bool] = False
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -101,8 +103,14 @@ def load_app(spec: str | None) -> Celery:
     spec = spec or next((os.environ[v] for v in APP_ENVVARS if os.environ.get(v)), None)
     if not spec:
         return current_app()
-    module = spec.partition(":")[0]
+    module, _, attr = spec.partition(":")
     try:
+        if attr:
+            # Imported first so an AttributeError below can only be about the attribute; the
+            # current directory is importable, as find_app (and Celery's -A) make it.
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            importlib.import_module(module)
         return find_app(spec)
     except AppNotFound as exc:
         raise AppLoadError(f"Unable to load the celeriac app {spec!r}: {exc}") from exc
@@ -116,6 +124,8 @@ def load_app(spec: str | None) -> Celery:
             ) from exc
         raise AppLoadError(_import_failed(spec, module, exc)) from exc
     except AttributeError as exc:
+        if not attr or module not in sys.modules:
+            raise AppLoadError(_import_failed(spec, module, exc)) from exc
         raise AppLoadError(
             f"Unable to load the celeriac app {spec!r}: {exc}. Expected 'module:attribute' naming "
             "a Celery app (or a function returning one)."
@@ -148,7 +158,7 @@ def broker_errors(ctx: CLIContext) -> Iterator[None]:
 
 
 # -- option types ------------------------------------------------------------------------------
-class CommaSeparatedList(click.ParamType):
+class CommaSeparatedList(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
     """``-Q a,b -Q c`` → ``["a", "b", "c"]`` (with ``multiple=True``, flattened by the command)."""
 
     name = "comma separated list"
@@ -159,7 +169,7 @@ class CommaSeparatedList(click.ParamType):
         return [item.strip() for item in str(value).split(",") if item.strip()]
 
 
-class JSONValue(click.ParamType):
+class JSONValue(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
     """A JSON document of one expected type (``list`` for ``--args``, ``dict`` for ``--kwargs``)."""
 
     def __init__(self, expected: type[list[Any]] | type[dict[str, Any]]) -> None:
@@ -179,7 +189,7 @@ class JSONValue(click.ParamType):
         return parsed
 
 
-class ISO8601(click.ParamType):
+class ISO8601(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
     """An ISO 8601 date and time (``2030-01-01T12:00:00+00:00``)."""
 
     name = "iso-8601"
@@ -209,7 +219,7 @@ class ISO8601OrFloat(ISO8601):
             return super().convert(value, param, ctx)
 
 
-class LogLevel(click.ParamType):
+class LogLevel(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
     """A log level name (any case) or number."""
 
     name = "log level"
@@ -224,7 +234,7 @@ class LogLevel(click.ParamType):
         )
 
 
-class Autoscale(click.ParamType):
+class Autoscale(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
     """``MAX,MIN`` (``10,3``: keep 3 processes, grow to 10) or ``MAX`` (minimum 0)."""
 
     name = "MAX,MIN"

@@ -54,7 +54,13 @@ def decode_body(message: Message) -> tuple[bool, Any]:
         try:
             from celeriac.protocol.serialization import loads
 
-            return True, loads(message.body, message.content_type, message.content_encoding)
+            body = loads(
+                message.body,
+                message.content_type,
+                message.content_encoding,
+                accept=SAFE_CONTENT_TYPES,
+            )
+            return True, body
         except Exception:
             pass  # an undecodable body is shown raw: that is what the store is for
     return False, repr(message.body)

@@ -134,7 +134,7 @@ def _unsupported(flag: str, why: str) -> click.UsageError:
 @click.option("--gid", help="Not supported (start the worker as that group).")
 @click.option("--umask", help="File mode creation mask, octal (e.g. 022).")
 @click.pass_obj
-def worker(obj: CLIContext, **opts: Any) -> None:
+def worker(obj: CLIContext, /, **opts: Any) -> None:
     """Start a worker: consume the app's queues and run its tasks until SIGTERM/SIGINT."""
     _reject_unsupported(opts)
     if opts["umask"]:

@@ -156,10 +156,14 @@ def make_formatter(fmt: str, use_color: bool, task: bool = False) -> logging.For
 class LoggingProxy(io.TextIOBase):
     """A write-only text stream that sends each line to *logger* (``worker_redirect_stdouts``)."""
 
-    def __init__(self, logger: logging.Logger, level: int = logging.WARNING) -> None:
+    def __init__(
+        self, logger: logging.Logger, level: int = logging.WARNING, replaced: Any = None
+    ) -> None:
         super().__init__()
         self.logger = logger
         self.level = level
+        #: The stream this proxy stands in for, put back when the redirection ends.
+        self.replaced = replaced
         self._buffer = ""
         self._local = threading.local()
 

@@ -177,18 +177,20 @@ def setup_worker_logging(
 
 def redirect_stdouts(level: int | str = logging.WARNING) -> None:
     """Send ``print`` output (stdout and stderr) to the ``celery.redirected`` logger at *level*."""
-    proxy = LoggingProxy(logging.getLogger(REDIRECTED_LOGGER_NAME), parse_loglevel(level))
-    sys.stdout = proxy
-    sys.stderr = proxy
+    logger = logging.getLogger(REDIRECTED_LOGGER_NAME)
+    for name in ("stdout", "stderr"):
+        current = getattr(sys, name)
+        if not isinstance(current, LoggingProxy):
+            setattr(sys, name, LoggingProxy(logger, parse_loglevel(level), replaced=current))
 
 
 def restore_stdouts() -> None:
-    """Undo :func:`redirect_stdouts`."""
+    """Undo :func:`redirect_stdouts` (flushing a last unterminated line)."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if isinstance(stream, LoggingProxy):
             stream.flush()
-            setattr(sys, name, getattr(sys, f"__{name}__"))
+            setattr(sys, name, stream.replaced or getattr(sys, f"__{name}__"))
 
 
 __all__ = [

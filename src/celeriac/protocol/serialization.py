@@ -335,6 +335,15 @@ def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
+def _msgpack_default(value: Any) -> Any:
+    if isinstance(value, int):  # msgpack hands over only integers beyond 64 bits
+        raise EncodeError(
+            f"msgpack cannot encode the integer {_short_repr(value)}: it needs more than 64 bits; "
+            "use the json serializer or send it as a string"
+        )
+    return _encode_special(value)
+
+
 def _msgpack_dumps(obj: Any) -> bytes:
     try:
         import msgpack
@@ -343,7 +352,7 @@ def _msgpack_dumps(obj: Any) -> bytes:
             "the msgpack serializer needs the msgpack package: pip install msgpack"
         ) from exc
     try:
-        packed: bytes = msgpack.packb(obj, use_bin_type=True, default=_encode_special)
+        packed: bytes = msgpack.packb(obj, use_bin_type=True, default=_msgpack_default)
     except EncodeError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:

@@ -1,0 +1,94 @@
+-- Pop up to ARGV[1] messages from the candidate lists and record each one as unacked, in one
+-- atomic step, so no crash between the pop and the bookkeeping can lose a message.
+--
+-- KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
+-- KEYS[3 + k] candidate list k (1-based), step-major: k = step * nq + q for step 0.. and queue q 1..nq.
+-- ARGV[1] limit, ARGV[2] now (lease score, unix seconds), ARGV[3] nq,
+-- ARGV[4] '1' to move a queue to the end of the order after it gave a message (round robin),
+-- ARGV[5], ARGV[6] (optional) a message already popped by BRPOP and its candidate index k.
+--
+-- Returns {order, k1, raw1, tag1, k2, raw2, tag2, ...}; order is the final queue order,
+-- comma-separated 1-based queue numbers.
+local unacked, index, dlq = KEYS[1], KEYS[2], KEYS[3]
+local limit = tonumber(ARGV[1])
+local now = ARGV[2]
+local nq = tonumber(ARGV[3])
+local rotate = ARGV[4] == '1'
+local nsteps = (#KEYS - 3) / nq
+
+local order = {}
+for q = 1, nq do order[q] = q end
+local empty = {}
+local out = {''}
+local count = 0
+
+local function to_end(q)
+    if not rotate then return end
+    for pos = 1, #order do
+        if order[pos] == q then
+            table.remove(order, pos)
+            order[#order + 1] = q
+            return
+        end
+    end
+end
+
+local function adopt(raw, k)
+    local ok, env = pcall(cjson.decode, raw)
+    if not ok or type(env) ~= 'table' or type(env.properties) ~= 'table' then
+        redis.call('RPUSH', dlq, cjson.encode({
+            id = redis.sha1hex(raw .. now), queue = KEYS[3 + k],
+            reason = 'undecodable message envelope', time = tonumber(now), envelope = raw}))
+        return
+    end
+    local props = env.properties
+    local tag = props.delivery_tag
+    if type(tag) ~= 'string' or tag == '' then
+        tag = 'celeriac-' .. redis.sha1hex(raw .. now .. count)
+    end
+    local ex, rk = '', ''
+    local info = props.delivery_info
+    if type(info) == 'table' then
+        if type(info.exchange) == 'string' then ex = info.exchange end
+        if type(info.routing_key) == 'string' then rk = info.routing_key end
+    end
+    -- kombu's format: JSON [envelope, exchange, routing_key], keyed by delivery tag.
+    redis.call('HSET', unacked, tag,
+        '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+    redis.call('ZADD', index, now, tag)
+    count = count + 1
+    out[#out + 1] = k
+    out[#out + 1] = raw
+    out[#out + 1] = tag
+end
+
+local function pop_one()
+    for step = 0, nsteps - 1 do
+        for pos = 1, #order do
+            local q = order[pos]
+            local k = step * nq + q
+            if not empty[k] then
+                local raw = redis.call('RPOP', KEYS[3 + k])
+                if raw then
+                    to_end(q)
+                    return raw, k
+                end
+                empty[k] = true
+            end
+        end
+    end
+    return nil, nil
+end
+
+if ARGV[5] then
+    local k = tonumber(ARGV[6])
+    adopt(ARGV[5], k)
+    to_end(((k - 1) % nq) + 1)
+end
+while count < limit do
+    local raw, k = pop_one()
+    if not raw then break end
+    adopt(raw, k)
+end
+out[1] = table.concat(order, ',')
+return out

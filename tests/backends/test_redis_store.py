@@ -1,0 +1,146 @@
+"""The Redis result store: the shared contract plus Celery's key layout (DB 10)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from celeriac.backends import create_store
+from celeriac.backends.base import ResultStore
+from celeriac.backends.redis import RedisResultStore, key_prefix
+from contract.store_contract import StoreContract, key
+from support.servers import redis_url_or_skip
+
+DB = 10
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    url = f"{redis_url_or_skip()}/{DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_store(redis_url: str) -> Iterator[Callable[[], ResultStore]]:
+    made: list[ResultStore] = []
+
+    def make() -> ResultStore:
+        s = create_store(redis_url)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+class TestRedisStore(StoreContract):
+    pass
+
+
+def test_set_is_setex_and_publish(make_store: Callable[[], ResultStore], raw: redis.Redis) -> None:
+    s, k = make_store(), key()
+    pubsub = raw.pubsub()
+    pubsub.subscribe(k)
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    s.set(k, b'{"status": "SUCCESS"}', 86400)
+    assert 86390 <= raw.ttl(k) <= 86400
+    msg = pubsub.get_message(timeout=2)
+    assert msg is not None and msg["data"] == b'{"status": "SUCCESS"}'
+    pubsub.close()
+
+
+def test_many_watches_share_one_connection(
+    make_store: Callable[[], ResultStore], raw: redis.Redis
+) -> None:
+    reader, writer = make_store(), make_store()
+    keys = [key() for _ in range(20)]
+    watches = [reader.watch([k]) for k in keys]
+    try:
+        subscribers = [c for c in raw.client_list() if int(c.get("sub", 0)) > 0]
+        assert len(subscribers) == 1
+        assert int(subscribers[0]["sub"]) == 20
+        woke: list[int] = []
+
+        def waiter(i: int) -> None:
+            if watches[i].wait(5):
+                woke.append(i)
+
+        threads = [threading.Thread(target=waiter, args=(i,)) for i in (3, 7)]
+        for th in threads:
+            th.start()
+        writer.set(keys[7], b"x", 60)
+        threads[1].join()
+        assert woke == [7]
+        writer.set(keys[3], b"y", 60)
+        threads[0].join()
+        assert sorted(woke) == [3, 7]
+    finally:
+        for w in watches:
+            w.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        subs = [c for c in raw.client_list() if int(c.get("sub", 0)) > 0]
+        if not subs:
+            break
+        time.sleep(0.05)
+    assert not subs
+
+
+def test_chord_keys_match_celery(make_store: Callable[[], ResultStore], raw: redis.Redis) -> None:
+    s, gid = make_store(), str(uuid.uuid4())
+    s.chord_init(gid, 2, 86400)
+    base = f"celery-taskset-meta-{gid}"
+    assert raw.get(base + ".s") == b"2"
+    assert raw.ttl(base + ".s") > 86000
+    s.chord_part(gid, "t1", 1, b'[1, "t1", "SUCCESS", 2]', 86400)
+    assert raw.zrange(base + ".j", 0, -1, withscores=True) == [(b'[1, "t1", "SUCCESS", 2]', 1.0)]
+    assert raw.smembers(base + ".d") == {b"t1:1"}
+    got = s.chord_part(gid, "t0", 0, b'[1, "t0", "SUCCESS", 1]', 86400)
+    assert got == [b'[1, "t0", "SUCCESS", 1]', b'[1, "t1", "SUCCESS", 2]']
+    assert len(raw.get(base + ".c") or b"") == 32
+    s.chord_release(gid)
+    assert raw.get(base + ".c") == b"done"
+    assert not raw.exists(base + ".j", base + ".s", base + ".d", base + ".t")
+    assert s.chord_part(gid, "t0", 0, b"late", 86400) is None
+    assert not raw.exists(base + ".j")
+
+
+def test_global_keyprefix(redis_url: str, raw: redis.Redis) -> None:
+    opts = {"result_backend_transport_options": {"global_keyprefix": "app"}}
+    assert key_prefix(opts) == "app_"
+    s = RedisResultStore(redis_url, opts)
+    try:
+        s.set("celery-task-meta-1", b"v", 60)
+        assert raw.get("app_celery-task-meta-1") == b"v"
+        assert s.get("celery-task-meta-1") == b"v"
+    finally:
+        s.close()
+
+
+def test_store_options_are_read(redis_url: str) -> None:
+    s = RedisResultStore(
+        redis_url,
+        {"redis_socket_timeout": 3, "redis_max_connections": 7, "redis_retry_on_timeout": True},
+    )
+    assert s.params.socket_timeout == 3.0
+    assert s.params.max_connections == 7
+    assert s.params.retry_on_timeout is True
+    s.close()

@@ -25,7 +25,6 @@ import enum
 import json
 import math
 import pickle
-import re
 import sys
 import threading
 import uuid
@@ -188,47 +187,59 @@ class _NeedsStdlib(Exception):
     """orjson cannot write this value the way kombu does; use the stdlib encoder."""
 
 
+# Values orjson writes exactly as kombu does; containers holding only these need no walk.
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
+_PLAIN_OR_FLOAT: Final = _PLAIN | {float}
+
+
 def _prepare(value: Any) -> Any:
     """Replace UUIDs by markers before orjson sees them (orjson writes UUIDs natively).
 
     Returns ``value`` itself when nothing needed replacing, so plain data is never copied.
+    Raises ``_NeedsStdlib`` for NaN and infinities, which orjson would write as ``null``.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _PLAIN:
         return value
-    if kind is float or isinstance(value, float):
-        if not math.isfinite(value):
-            raise _NeedsStdlib  # orjson writes null for NaN; kombu writes NaN/Infinity
-        return value
-    if isinstance(value, dict):
-        return _prepare_dict(value)
     if kind is list or kind is tuple:
-        return _prepare_sequence(value)
+        return _prepare_items(value, value)
+    if kind is dict or isinstance(value, dict):
+        return _prepare_items(value, value.values())
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NeedsStdlib
+        return value
     if isinstance(value, uuid.UUID):
         return _marker("uuid", {"hex": value.hex})
     return value
 
 
-def _prepare_dict(value: dict[Any, Any]) -> dict[Any, Any]:
-    changed: dict[Any, Any] | None = None
-    for key, item in value.items():
+def _prepare_items(container: Any, items: Collection[Any]) -> Any:
+    # Collecting the item types runs in C; only mixed containers are walked item by item.
+    kinds = set(map(type, items))
+    if kinds <= _PLAIN:
+        return container
+    if kinds <= _PLAIN_OR_FLOAT:
+        if not all(map(math.isfinite, (item for item in items if type(item) is float))):
+            raise _NeedsStdlib
+        return container
+    if isinstance(container, dict):
+        changed: dict[Any, Any] | None = None
+        for key, item in container.items():
+            new = _prepare(item)
+            if new is not item:
+                if changed is None:
+                    changed = dict(container)
+                changed[key] = new
+        return container if changed is None else changed
+    replaced: list[Any] | None = None
+    for index, item in enumerate(container):
         new = _prepare(item)
         if new is not item:
-            if changed is None:
-                changed = dict(value)
-            changed[key] = new
-    return value if changed is None else changed
-
-
-def _prepare_sequence(value: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
-    items: list[Any] | None = None
-    for index, item in enumerate(value):
-        new = _prepare(item)
-        if new is not item:
-            if items is None:
-                items = list(value)
-            items[index] = new
-    return value if items is None else items
+            if replaced is None:
+                replaced = list(container)
+            replaced[index] = new
+    return container if replaced is None else replaced
 
 
 _ORJSON_OPTIONS: Final = (
@@ -266,8 +277,13 @@ def json_dumps(obj: Any) -> bytes:
 
 
 # 20+ digits in a row may be an integer beyond 64 bits, which orjson would turn into a float.
-_LONG_DIGITS_B: Final = re.compile(rb"\d{20}")
-_LONG_DIGITS_S: Final = re.compile(r"\d{20}")
+# Found by mapping every digit to "0" and everything else to "x" (far faster than a regex).
+_DIGITS_AS_ZERO: Final = bytes(0x30 if 0x30 <= i <= 0x39 else 0x78 for i in range(256))
+_TWENTY_DIGITS: Final = b"0" * 20
+
+
+def _has_long_digit_run(data: bytes) -> bool:
+    return _TWENTY_DIGITS in data.translate(_DIGITS_AS_ZERO)
 
 
 def _object_hook(obj: dict[str, Any]) -> Any:
@@ -283,17 +299,21 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+_CONTAINERS: Final = frozenset({dict, list})
+
+
 def _revive(value: Any) -> Any:
     """Decode markers bottom-up in a freshly parsed document (orjson has no object hook)."""
     kind = type(value)
     if kind is dict:
-        for key, item in value.items():
-            if type(item) is dict or type(item) is list:
-                value[key] = _revive(item)
+        if not _CONTAINERS.isdisjoint(map(type, value.values())):
+            for key, item in value.items():
+                if type(item) in _CONTAINERS:
+                    value[key] = _revive(item)
         return _object_hook(value)
-    if kind is list:
+    if kind is list and not _CONTAINERS.isdisjoint(map(type, value)):
         for index, item in enumerate(value):
-            if type(item) is dict or type(item) is list:
+            if type(item) in _CONTAINERS:
                 value[index] = _revive(item)
     return value
 
@@ -303,31 +323,28 @@ def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
 
     Raises :class:`~celeriac.exceptions.DecodeError` saying why the data is not valid.
     """
-    if isinstance(data, memoryview | bytearray):
-        data = bytes(data)
     try:
-        long_digits = (
-            _LONG_DIGITS_S.search(data) if isinstance(data, str) else _LONG_DIGITS_B.search(data)
-        )
-        if long_digits is None:
-            try:
-                parsed = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                pass  # NaN/Infinity, escaped lone surrogates... let the stdlib judge
-            else:
-                # A marker needs the literal text "__type__" unless it was \u-escaped.
-                marker_text = (
-                    ("__type__", "\\u") if isinstance(data, str) else (b"__type__", b"\\u")
-                )
-                if marker_text[0] in data or marker_text[1] in data:  # type: ignore[operator]
-                    parsed = _revive(parsed)
-                return parsed
-        text = data if isinstance(data, str) else data.decode("utf-8")
-        return json.loads(text, object_hook=_object_hook)
+        return _json_loads(data)
     except (ValueError, TypeError, KeyError, binascii.Error, RecursionError) as exc:
         raise DecodeError(
             f"cannot decode application/json content {_short_repr(data)}: {exc}"
         ) from exc
+
+
+def _json_loads(data: bytes | bytearray | memoryview | str) -> Any:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if not _has_long_digit_run(raw):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # NaN/Infinity, escaped lone surrogates...: the stdlib parser judges
+        else:
+            # A marker needs the literal text "__type__", unless it was \u-escaped.
+            if b"__type__" in raw or b"\\u" in raw:
+                parsed = _revive(parsed)
+            return parsed
+    text = data if isinstance(data, str) else raw.decode("utf-8")
+    return json.loads(text, object_hook=_object_hook)
 
 
 # ---------------------------------------------------------------------------------------------

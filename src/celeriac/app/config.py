@@ -134,21 +134,28 @@ def _is_code(value: Any) -> bool:
     )
 
 
-def read_source(obj: Any) -> dict[str, Any]:
+def read_source(obj: Any, wanted: Callable[[str], bool] = lambda key: True) -> dict[str, Any]:
     """The settings an object holds: a mapping's items, or an object's public attributes.
 
-    For modules, classes and other objects (Django's lazy settings included) every public
-    attribute is read with ``dir()``/``getattr``; imported modules, classes and functions are
-    skipped unless their name is a setting (e.g. ``task_routes`` may be a function).
+    For modules, classes and other objects (Django's lazy settings included) the public attributes
+    ``wanted`` accepts are read with ``dir()``/``getattr``. Imported modules, classes and
+    functions are skipped unless their name is a setting (``task_routes`` may be a function), and
+    so are other attributes that fail to read (a framework's own settings may refuse until set).
     """
     if isinstance(obj, Mapping):
-        return {str(k): v for k, v in obj.items()}
+        return {str(k): v for k, v in obj.items() if wanted(str(k))}
     found: dict[str, Any] = {}
     for key in dir(obj):
-        if key.startswith("_"):
+        if key.startswith("_") or not wanted(key):
             continue
-        value = getattr(obj, key)
-        if _is_code(value) and key not in SETTINGS and key not in OLD_NAMES:
+        is_setting = key in SETTINGS or key in OLD_NAMES
+        try:
+            value = getattr(obj, key)
+        except Exception:
+            if is_setting:
+                raise
+            continue
+        if _is_code(value) and not is_setting:
             continue
         found[key] = value
     return found
@@ -158,14 +165,13 @@ def read_source(obj: Any) -> dict[str, Any]:
 _Entry = tuple[str, Any, str | None]
 
 
-def _namespaced(items: Mapping[str, Any], namespace: str) -> list[_Entry]:
-    """Keys under ``NAMESPACE_`` as ``(name, value, old name or None)``.
+def _namespaced(items: Mapping[str, Any], prefix: str) -> list[_Entry]:
+    """Keys under ``prefix`` (``"CELERY_"``) as ``(name, value, old name or None)``.
 
     ``CELERY_BROKER_URL`` becomes ``broker_url``; old names after the prefix are accepted too
     (``CELERY_ALWAYS_EAGER``, ``CELERY_CELERYD_CONCURRENCY``). Other keys under the prefix are kept,
     lowercased, as the user's own values.
     """
-    prefix = namespace.rstrip("_").upper() + "_"
     picked: list[_Entry] = []
     for key, value in items.items():
         if not key.upper().startswith(prefix):
@@ -456,8 +462,14 @@ class Settings(MutableMapping[str, Any]):
                 if silent:
                     return False
                 raise
-        items = read_source(obj)
-        self._apply(_namespaced(items, namespace) if namespace else _plain(items))
+        if namespace:
+            prefix = namespace.rstrip("_").upper() + "_"
+            items = read_source(
+                obj, lambda k: k.upper().startswith(prefix) or k == _DJANGO_TIME_ZONE
+            )
+            self._apply(_namespaced(items, prefix))
+        else:
+            self._apply(_plain(read_source(obj)))
         return True
 
     def config_from_envvar(self, variable_name: str, silent: bool = False) -> bool:

@@ -680,7 +680,3 @@ def settings_markdown_table(names: Iterable[str] | None = None) -> str:
         cells = [f"`{s.name}`", _default_text(s), s.expected, old, doc]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":  # regenerate the docs table: python -m celeriac.app.settings
-    print(settings_markdown_table(), end="")

@@ -502,3 +502,11 @@ def test_serializer_is_a_frozen_record() -> None:
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         codec.name = "other"  # type: ignore[misc]
+
+
+def test_json_loads_of_text_with_lone_surrogates_and_big_ints() -> None:
+    assert json_loads('["\ud800", 123456789012345678901234]') == [
+        "\ud800",
+        123456789012345678901234,
+    ]
+    assert json_loads(b"[123456789012345678901234]") == [123456789012345678901234]

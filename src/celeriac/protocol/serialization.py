@@ -538,6 +538,16 @@ def _is_accepted(content_type: str, accept: Collection[str]) -> bool:
     return codec is not None and codec.name in accept
 
 
+def check_accepted(content_type: str, accept: Collection[str]) -> None:
+    """Raise :class:`~celeriac.exceptions.ContentDisallowed` unless *content_type* is accepted."""
+    if not _is_accepted(content_type, accept):
+        allowed = ", ".join(sorted(accept)) or "nothing"
+        raise ContentDisallowed(
+            f"refusing to decode content of type {content_type!r}: it is not in the accepted "
+            f"content types ({allowed}); add it to accept_content to allow it"
+        )
+
+
 def loads(
     data: bytes | str,
     content_type: str,
@@ -552,12 +562,8 @@ def loads(
     body of a type with no serializer is returned as text (or bytes for binary encodings).
     """
     content_type = content_type or "application/data"
-    if accept is not None and not _is_accepted(content_type, accept):
-        allowed = ", ".join(sorted(accept)) or "nothing"
-        raise ContentDisallowed(
-            f"refusing to decode content of type {content_type!r}: it is not in the accepted "
-            f"content types ({allowed}); add it to accept_content to allow it"
-        )
+    if accept is not None:
+        check_accepted(content_type, accept)
     if not data:
         return data
     encoding = (content_encoding or "utf-8").lower()

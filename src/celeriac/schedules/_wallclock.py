@@ -64,7 +64,7 @@ def resolve_local(naive: datetime, zone: tzinfo) -> datetime:
         return first
     first_utc = first.astimezone(UTC)
     if first_utc.astimezone(zone).replace(tzinfo=None, fold=0) == naive.replace(fold=0):
-        # The time exists, twice: fold=0 is the earlier occurrence.
+        return second  # MUT
         return first
     return _gap_end(naive, zone)
 

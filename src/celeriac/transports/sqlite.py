@@ -33,7 +33,12 @@ from celeriac.protocol.entities import Queue
 from celeriac.protocol.message import Delivery, Message, Outgoing
 from celeriac.transports.base import DeadLetter, Subscription, Transport, topic_matches
 from celeriac.utils.localwake import Listener, WakeDir, wake_dir_for
-from celeriac.utils.sqlitedb import ConnectionPool, db_path_from_url, synchronous_mode
+from celeriac.utils.sqlitedb import (
+    ConnectionPool,
+    db_path_from_url,
+    synchronous_mode,
+    url_options,
+)
 
 #: Wake-up channels in the file's wake directory.
 QUEUE_CHANNEL = "q"
@@ -200,7 +205,8 @@ class SQLiteTransport(Transport):
     shared_across_processes: ClassVar[bool] = True
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(url, options)
+        # Options in the URL's query string count unless the settings give them too.
+        super().__init__(url, {**url_options(url), **(options or {})})
         try:
             self.path = db_path_from_url(url)
             sync = synchronous_mode(self.options.get("synchronous"), "normal")

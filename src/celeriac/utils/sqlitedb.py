@@ -19,8 +19,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
-__all__ = ["SYNCHRONOUS_MODES", "ConnectionPool", "db_path_from_url"]
+__all__ = [
+    "SYNCHRONOUS_MODES",
+    "ConnectionPool",
+    "db_path_from_url",
+    "synchronous_mode",
+    "url_options",
+]
 
 #: ``synchronous`` pragma values a user may choose (see docs/sqlite.md for what each survives).
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
@@ -43,6 +50,12 @@ def db_path_from_url(url: str, what: str = "broker_url") -> str:
             "expected 'sqlite:///relative/path.db' or 'sqlite:////abs/path.db'"
         )
     return path
+
+
+def url_options(url: str) -> dict[str, str]:
+    """Options given in the URL's query string (``sqlite:///x.db?synchronous=full``)."""
+    _, _, query = url.partition("?")
+    return dict(parse_qsl(query, keep_blank_values=False))
 
 
 def synchronous_mode(value: Any, default: str) -> str:

@@ -1,0 +1,314 @@
+"""Task messages: building protocol v2 and reading v1 and v2 into one parsed form.
+
+See ``PROTOCOL.md`` §1. A v2 message carries the task's identity in headers and ``[args, kwargs,
+embed]`` in the body; a v1 message has empty headers and a dict body.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from celeriac.exceptions import InvalidTaskError
+from celeriac.protocol import compression, serialization
+from celeriac.protocol.message import Message
+
+EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
+REPR_LIMIT = 1024
+
+
+def anon_nodename(pid: int | None = None) -> str:
+    """The sender node name Celery gives clients: ``gen<pid>@<host>``."""
+    return f"gen{pid or os.getpid()}@{socket.gethostname()}"
+
+
+def safe_repr(value: Any, limit: int = REPR_LIMIT) -> str:
+    """``repr`` bounded to *limit* characters, never raising (for ``argsrepr``/``kwargsrepr``)."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a user's __repr__ may fail; the message must still go out
+        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def isoformat(when: datetime | None) -> str | None:
+    """ISO-8601 with an explicit offset, as Celery writes ``eta``/``expires`` (naive = UTC)."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.isoformat()
+
+
+def parse_datetime(value: Any, what: str) -> datetime | None:
+    """Read an ``eta``/``expires`` header (ISO string, or a datetime from a non-JSON codec)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidTaskError(f"{what} {value!r} is not an ISO-8601 date") from exc
+    else:
+        raise InvalidTaskError(f"{what} {value!r} is not an ISO-8601 date")
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskRequest:
+    """Everything needed to build a task message (the client side of protocol v2)."""
+
+    name: str
+    id: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    eta: datetime | None = None
+    expires: datetime | None = None
+    expires_in: float | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    retries: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    shadow: str | None = None
+    origin: str | None = None
+    ignore_result: bool = False
+    reply_to: str | None = None
+    priority: int | None = None
+    delivery_mode: int = 2
+    callbacks: list[dict[str, Any]] | None = None
+    errbacks: list[dict[str, Any]] | None = None
+    chain: list[dict[str, Any]] | None = None
+    chord: dict[str, Any] | None = None
+    replaced_task_nesting: int = 0
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] = field(default_factory=dict)
+    extra_headers: Mapping[str, Any] | None = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    serializer: str = "json"
+    compression: str | None = None
+    extra_properties: Mapping[str, Any] | None = None
+
+
+def build_v2(req: TaskRequest) -> Message:
+    """Encode *req* as a protocol v2 message. Raises ``EncodeError`` for unserializable arguments."""
+    args = list(req.args)
+    kwargs = dict(req.kwargs)
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": req.name,
+        "id": req.id,
+        "shadow": req.shadow,
+        "eta": isoformat(req.eta),
+        "expires": isoformat(req.expires),
+        "group": req.group_id,
+        "group_index": req.group_index,
+        "retries": req.retries,
+        "timelimit": [req.time_limit, req.soft_time_limit],
+        "root_id": req.root_id or req.id,
+        "parent_id": req.parent_id,
+        "argsrepr": req.argsrepr if req.argsrepr is not None else safe_repr(tuple(args)),
+        "kwargsrepr": req.kwargsrepr if req.kwargsrepr is not None else safe_repr(kwargs),
+        "origin": req.origin or anon_nodename(),
+        "ignore_result": req.ignore_result,
+        "replaced_task_nesting": req.replaced_task_nesting,
+        "stamped_headers": req.stamped_headers,
+        "stamps": req.stamps,
+    }
+    if req.extra_headers:
+        for key, value in req.extra_headers.items():
+            headers.setdefault(key, value)
+    embed = {
+        "callbacks": req.callbacks,
+        "errbacks": req.errbacks,
+        "chain": req.chain,
+        "chord": req.chord,
+    }
+    content_type, content_encoding, body = serialization.dumps([args, kwargs, embed], req.serializer)
+    if req.compression:
+        body, headers["compression"] = compression.compress(body, req.compression)
+    properties: dict[str, Any] = {
+        "correlation_id": req.id,
+        "reply_to": req.reply_to or "",
+        "delivery_mode": req.delivery_mode,
+        "priority": req.priority if req.priority is not None else 0,
+    }
+    if req.expires_in is not None:
+        properties["expiration"] = str(int(max(req.expires_in, 0) * 1000))
+    if req.extra_properties:
+        properties.update(req.extra_properties)
+    return Message(body, headers, properties, content_type, content_encoding)
+
+
+@dataclass(slots=True)
+class TaskMessage:
+    """A task message read from the wire, whatever protocol version sent it."""
+
+    id: str
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    embed: dict[str, Any]
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    eta: datetime | None = None
+    expires: datetime | None = None
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+
+    @property
+    def retries(self) -> int:
+        return int(self.headers.get("retries") or 0)
+
+    @property
+    def group_id(self) -> str | None:
+        return self.headers.get("group")
+
+    @property
+    def group_index(self) -> int | None:
+        return self.headers.get("group_index")
+
+    @property
+    def root_id(self) -> str | None:
+        return self.headers.get("root_id")
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.headers.get("parent_id")
+
+    @property
+    def timelimit(self) -> tuple[float | None, float | None]:
+        value = self.headers.get("timelimit") or (None, None)
+        hard, soft = (list(value) + [None, None])[:2]
+        return hard, soft
+
+    @property
+    def shadow(self) -> str | None:
+        return self.headers.get("shadow")
+
+    @property
+    def ignore_result(self) -> bool:
+        return bool(self.headers.get("ignore_result"))
+
+    @property
+    def reply_to(self) -> str | None:
+        return self.properties.get("reply_to")
+
+    @property
+    def correlation_id(self) -> str:
+        return str(self.properties.get("correlation_id") or self.id)
+
+
+def peek_name(message: Message) -> str | None:
+    """The task name without decoding the body (v2 header), or None for v1 messages."""
+    name = message.headers.get("task")
+    return name if isinstance(name, str) else None
+
+
+def parse(message: Message, accept: Collection[str] | None = None) -> TaskMessage:
+    """Decode a task message of protocol v1 or v2.
+
+    Raises :class:`~celeriac.exceptions.ContentDisallowed` before decoding anything when the content
+    type is not accepted, ``DecodeError`` for undecodable bytes, and :class:`InvalidTaskError` when the
+    structure is not a task message.
+    """
+    body: bytes | str = message.body
+    compressed = message.headers.get("compression")
+    if compressed:
+        if accept is not None:
+            serialization.check_accepted(message.content_type, accept)
+        body = compression.decompress(message.body, compressed)
+    payload = serialization.loads(body, message.content_type, message.content_encoding, accept)
+    headers = dict(message.headers)
+    if isinstance(payload, list | tuple) and "task" in headers:
+        return _from_v2(message, headers, payload)
+    if isinstance(payload, dict) and "task" in payload:
+        return _from_v1(message, headers, payload)
+    raise InvalidTaskError(
+        "not a task message: expected a v2 body [args, kwargs, embed] with a 'task' header, "
+        f"or a v1 dict body with 'task' and 'args'; got {type(payload).__name__} body and headers "
+        f"{sorted(headers)}"
+    )
+
+
+def _from_v2(message: Message, headers: dict[str, Any], payload: Sequence[Any]) -> TaskMessage:
+    if len(payload) != 3:
+        raise InvalidTaskError(f"task body must have 3 items [args, kwargs, embed], got {len(payload)}")
+    args, kwargs, embed = payload
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        raise InvalidTaskError(
+            f"task body args must be a list and kwargs an object, got {type(args).__name__} and "
+            f"{type(kwargs).__name__}"
+        )
+    task_id = headers.get("id")
+    if not isinstance(task_id, str) or not task_id:
+        raise InvalidTaskError("task message has no 'id' header")
+    return TaskMessage(
+        id=task_id,
+        name=str(headers["task"]),
+        args=list(args),
+        kwargs=kwargs,
+        embed={key: (embed or {}).get(key) for key in EMBED_KEYS},
+        headers=headers,
+        properties=dict(message.properties),
+        eta=parse_datetime(headers.get("eta"), "eta"),
+        expires=parse_datetime(headers.get("expires"), "expires"),
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+    )
+
+
+def _from_v1(message: Message, headers: dict[str, Any], body: dict[str, Any]) -> TaskMessage:
+    task_id = body.get("id")
+    if not isinstance(task_id, str) or not task_id:
+        raise InvalidTaskError("v1 task message has no 'id'")
+    args, kwargs = body.get("args") or [], body.get("kwargs") or {}
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        raise InvalidTaskError("v1 task message: args must be a list and kwargs an object")
+    v2_headers: dict[str, Any] = {
+        **headers,
+        "lang": "py",
+        "task": body["task"],
+        "id": task_id,
+        "shadow": None,
+        "eta": body.get("eta"),
+        "expires": body.get("expires"),
+        "group": body.get("group") or body.get("taskset"),
+        "group_index": body.get("group_index"),
+        "retries": body.get("retries") or 0,
+        "timelimit": body.get("timelimit") or [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": safe_repr(tuple(args)),
+        "kwargsrepr": safe_repr(kwargs),
+        "origin": None,
+        "ignore_result": False,
+    }
+    embed = {
+        "callbacks": body.get("callbacks"),
+        "errbacks": body.get("errbacks"),
+        "chain": None,
+        "chord": body.get("chord"),
+    }
+    return TaskMessage(
+        id=task_id,
+        name=str(body["task"]),
+        args=list(args),
+        kwargs=kwargs,
+        embed=embed,
+        headers=v2_headers,
+        properties=dict(message.properties),
+        eta=parse_datetime(body.get("eta"), "eta"),
+        expires=parse_datetime(body.get("expires"), "expires"),
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+    )

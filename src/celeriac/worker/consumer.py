@@ -1,0 +1,355 @@
+"""Receiving tasks: fetch within the prefetch window, hold ETAs and rate limits, dispatch to the
+pool, and ack/requeue/dead-letter in batches. Runs on the worker's event loop; broker calls run on
+two worker threads (one blocking fetch, one for acks and other writes) so the loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals, states
+from celeriac.exceptions import NotRegistered, OperationalError, WorkerLostError
+from celeriac.protocol.message import Delivery
+from celeriac.protocol.task import parse
+from celeriac.worker.job import WORKER_LOST, Job, JobResult, fail_job
+from celeriac.worker.limits import RateLimit
+from celeriac.worker.request import Request
+
+if TYPE_CHECKING:
+    from celeriac.worker.worker import Worker
+
+logger = logging.getLogger("celeriac.worker.consumer")
+
+FETCH_TIMEOUT = 1.0
+#: At most this many ETA messages are held in memory; more are parked in the broker.
+MAX_HELD_ETA = 1000
+
+
+class Consumer:
+    """See the module docstring."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.app = worker.app
+        self.transport = worker.app.transport
+        self.pool = worker.pool
+        self.queues = worker.queue_names
+        self.accept = worker.app.conf.accept_content
+        self.park_after = float(worker.app.conf.worker_eta_park_threshold)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="celeriac-fetch")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="celeriac-broker")
+        self.ready: deque[Request] = deque()
+        self.active: dict[str, Request] = {}
+        self.held: dict[str, Request] = {}  # ETA or rate-limited, waiting in memory
+        self.leased: dict[str, Delivery] = {}
+        self._acks: list[Delivery] = []
+        self._flush_scheduled = False
+        self._room = asyncio.Event()
+        self._rate_limits: dict[str, RateLimit] = {}
+        self.stopping = False
+        self.cold = False
+        self.paused_queues: set[str] = set()
+
+    # -- the fetch loop --------------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        w = self.worker
+        multiplier = w.prefetch_multiplier
+        if multiplier <= 0:
+            return 10000
+        return max(1, self.pool.concurrency * multiplier)
+
+    def _room_left(self) -> int:
+        return self.window - len(self.ready) - len(self.active)
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        backoff = 1.0
+        while not self.stopping:
+            room = self._room_left()
+            queues = [q for q in self.queues if q not in self.paused_queues]
+            if room <= 0 or not queues:
+                self._room.clear()
+                try:
+                    await asyncio.wait_for(self._room.wait(), FETCH_TIMEOUT)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                got = await self.loop.run_in_executor(
+                    self._fetcher, self.transport.fetch, queues, room, FETCH_TIMEOUT
+                )
+            except OperationalError as exc:
+                logger.error("consumer: cannot fetch from the broker (%s); retrying in %.0fs",
+                             exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            for delivery in got:
+                self.leased[delivery.tag] = delivery
+                self.on_delivery(delivery)
+            if got:
+                self.dispatch()
+
+    def wake(self) -> None:
+        self._room.set()
+
+    # -- receiving -------------------------------------------------------------------------------
+    def on_delivery(self, delivery: Delivery) -> None:
+        try:
+            msg = parse(delivery.message, self.accept)
+        except Exception as exc:
+            self.dead_letter(delivery, f"{type(exc).__name__}: {exc}")
+            return
+        task = self.app._tasks.get(msg.name)
+        if task is None:
+            error = NotRegistered(msg.name)
+            signals.task_unknown.send(sender=self.worker, name=msg.name, id=msg.id,
+                                      message=delivery.message, exc=error)
+            self.dead_letter(
+                delivery,
+                f"unknown task {msg.name!r} (id {msg.id}): not registered in this worker; "
+                "import its module through 'include' or autodiscovery",
+            )
+            return
+        hard, soft = msg.timelimit
+        job = Job.from_message(
+            msg,
+            {"exchange": delivery.exchange, "routing_key": delivery.routing_key or delivery.queue,
+             "priority": delivery.message.priority, "redelivered": delivery.redelivered},
+            self.worker.hostname,
+            soft_time_limit=soft or task.soft_time_limit or self.worker.soft_time_limit,
+            time_limit=hard or task.time_limit or self.worker.time_limit,
+        )
+        request = Request(delivery, msg, task, job)
+        if signals.task_received.has_listeners():
+            signals.task_received.send(sender=self.worker, request=request)
+        self.worker.events.task_received(request)
+        if self._skip_if_revoked_or_expired(request):
+            return
+        delay = request.eta_in()
+        if delay > 0:
+            self._hold_eta(request, delay)
+        else:
+            self._ready(request)
+
+    def _skip_if_revoked_or_expired(self, request: Request) -> bool:
+        if request.id in self.worker.state.revoked:
+            self._revoke(request, expired=False)
+            return True
+        if request.expired():
+            logger.info("Task %s[%s] expired; not running it", request.name, request.id)
+            self._revoke(request, expired=True)
+            return True
+        return False
+
+    def _revoke(self, request: Request, expired: bool, terminated: bool = False,
+                signum: int | None = None) -> None:
+        backend = self.app.backend
+        if backend is not None and not request.task.ignore_result:
+            try:
+                backend.mark_as_revoked(request.id, "expired" if expired else "revoked",
+                                        request=request.job.context())
+            except Exception:
+                logger.exception("storing REVOKED for %s failed", request.id)
+        signals.task_revoked.send(sender=request.task, request=request, terminated=terminated,
+                                  signum=signum, expired=expired)
+        self.worker.events.task_revoked(request, terminated, signum, expired)
+        self.ack(request.delivery)
+
+    def _hold_eta(self, request: Request, delay: float) -> None:
+        assert self.loop is not None
+        if delay > self.park_after or len(self.held) >= MAX_HELD_ETA:
+            due = time.time() + delay
+            self._broker_write(self.transport.park, request.delivery, due)
+            self.leased.pop(request.delivery.tag, None)
+            return
+        self.held[request.id] = request
+        request.timer = self.loop.call_later(delay, self._release_held, request)
+
+    def _release_held(self, request: Request) -> None:
+        if self.held.pop(request.id, None) is None:
+            return
+        if not self._skip_if_revoked_or_expired(request):
+            self._ready(request)
+            self.dispatch()
+
+    def _ready(self, request: Request) -> None:
+        limit = self._rate_limit(request)
+        if limit is not None:
+            wait = limit.take()
+            if wait > 0:
+                assert self.loop is not None
+                self.held[request.id] = request
+                request.timer = self.loop.call_later(wait, self._release_held, request)
+                return
+        self.ready.append(request)
+
+    def _rate_limit(self, request: Request) -> RateLimit | None:
+        spec = request.task.rate_limit
+        if not spec or self.app.conf.worker_disable_rate_limits:
+            return None
+        bucket = self._rate_limits.get(request.name)
+        if bucket is None or bucket.rate != RateLimit(spec).rate:
+            bucket = self._rate_limits[request.name] = RateLimit(spec)
+        return bucket
+
+    def set_rate_limit(self, task_name: str, spec: str | float | None) -> None:
+        self._rate_limits.pop(task_name, None)
+
+    # -- running ---------------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        pool = self.pool
+        while self.ready and pool.free_slots > 0 and not self.cold:
+            request = self.ready.popleft()
+            if request.id in self.worker.state.revoked:
+                self._revoke(request, expired=False)
+                continue
+            self.active[request.id] = request
+            if not request.acks_late:
+                request.acknowledged = True
+                self.ack(request.delivery)
+            pool.submit(request.job)
+        if self._room_left() > 0:
+            self._room.set()
+
+    def on_job_start(self, job: Job, pid: int) -> None:
+        request = self.active.get(job.id)
+        if request is not None:
+            request.time_start = time.time()
+            request.worker_pid = pid
+            self.worker.events.task_started(request)
+
+    def on_job_done(self, job: Job, result: JobResult) -> None:
+        request = self.active.pop(job.id, None)
+        if request is None:
+            return
+        self.worker.state.task_done(job.name)
+        state = result.state
+        if state == WORKER_LOST:
+            self._worker_lost(request, result)
+        elif state == states.REJECTED:
+            signals.task_rejected.send(sender=self.worker, message=request.delivery.message,
+                                       exc=result.exc_repr)
+            if result.requeue:
+                self.requeue([request.delivery])
+            else:
+                self.dead_letter(request.delivery, f"rejected by the task: {result.exc_repr}",
+                                 quiet=True)
+        elif request.acks_late and not request.acknowledged:
+            if state == states.FAILURE and not request.task.acks_on_failure_or_timeout:
+                self.dead_letter(request.delivery, f"task failed: {result.exc_repr}", quiet=True)
+            else:
+                self.ack(request.delivery)
+        self.worker.events.task_done(request, result)
+        self.dispatch()
+
+    def _worker_lost(self, request: Request, result: JobResult) -> None:
+        if request.acks_late and not request.acknowledged and (
+            request.task.reject_on_worker_lost or self.cold
+        ):
+            logger.warning("Task %s[%s]: pool process lost; message requeued",
+                           request.name, request.id)
+            self.requeue([request.delivery])
+            return
+        exc = WorkerLostError(
+            f"Worker exited prematurely: {result.extra.get('exitcode', 'unknown exit code')}."
+        )
+        logger.error("Task %s[%s] raised %r", request.name, request.id, exc)
+        fail_job(self.app, request.job, exc)
+        if not request.acknowledged:
+            self.ack(request.delivery)
+
+    # -- broker writes -----------------------------------------------------------------------------
+    def ack(self, delivery: Delivery) -> None:
+        self.leased.pop(delivery.tag, None)
+        self._acks.append(delivery)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._flush_scheduled = False
+        batch, self._acks = self._acks, []
+        if batch:
+            self._broker_write(self.transport.ack, batch)
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        for d in deliveries:
+            self.leased.pop(d.tag, None)
+        if deliveries:
+            self._broker_write(self.transport.requeue, list(deliveries))
+
+    def dead_letter(self, delivery: Delivery, reason: str, quiet: bool = False) -> None:
+        self.leased.pop(delivery.tag, None)
+        log = logger.info if quiet else logger.error
+        log("Message moved to the dead-letter queue %r: %s", self.transport.dead_letter_queue,
+            reason)
+        self._broker_write(self.transport.dead_letter, delivery, reason)
+
+    def _broker_write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        assert self.loop is not None
+        future = self.loop.run_in_executor(self._writer, _retrying, fn, args)
+        future.add_done_callback(_log_write_error)
+        return future
+
+    def renew_leases(self) -> asyncio.Future[Any] | None:
+        held = list(self.leased.values())
+        if not held:
+            return None
+        return self._broker_write(self.transport.renew, held)
+
+    async def flush(self) -> None:
+        """Wait until every broker write issued so far is done."""
+        self._flush_acks()
+        assert self.loop is not None
+        await self.loop.run_in_executor(self._writer, lambda: None)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def give_back_unstarted(self) -> int:
+        """Requeue everything held but not running (warm shutdown)."""
+        give_back = list(self.ready) + list(self.held.values())
+        for request in self.held.values():
+            if request.timer is not None:
+                request.timer.cancel()
+        self.ready.clear()
+        self.held.clear()
+        self.requeue([r.delivery for r in give_back if r.delivery.tag in self.leased])
+        return len(give_back)
+
+    def close(self) -> None:
+        self._fetcher.shutdown(wait=False, cancel_futures=True)
+        self._writer.shutdown(wait=True)
+
+
+def _retrying(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Broker writes must not be lost to a short outage: retry with backoff for ~1 minute."""
+    delay = 0.2
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return fn(*args)
+        except OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("broker write %s failed (%s); retrying", fn.__name__, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _log_write_error(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("broker write failed: %r", future.exception())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

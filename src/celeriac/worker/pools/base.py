@@ -1,0 +1,92 @@
+"""The pool contract: run jobs, report starts and ends on the worker's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celeriac.worker.job import Job, JobResult
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celery
+
+OnStart = Callable[[Job, int], None]
+OnDone = Callable[[Job, JobResult], None]
+
+
+@dataclass(slots=True)
+class PoolOptions:
+    """What every pool is told at start."""
+
+    concurrency: int
+    hostname: str
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  # KiB, as Celery's setting
+    app_locator: str | None = None  # "module:attr" for pools whose processes import the app
+
+
+class Pool(ABC):
+    """Runs jobs. ``on_start(job, pid)`` and ``on_done(job, result)`` are called on the worker's
+    event loop thread; a job whose process died ends with state ``WORKER_LOST``.
+
+    The supervisor submits only while ``free_slots > 0``.
+    """
+
+    name: str = ""
+    #: True when the pool can run ``async def`` tasks without a private event loop.
+    native_async: bool = False
+
+    def __init__(self, app: Celery, options: PoolOptions, on_start: OnStart,
+                 on_done: OnDone) -> None:
+        self.app = app
+        self.options = options
+        self.on_start = on_start
+        self.on_done = on_done
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def concurrency(self) -> int:
+        return self.options.concurrency
+
+    @abstractmethod
+    async def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start processes/threads; return when the pool can take jobs."""
+
+    @property
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more jobs the pool can take now."""
+
+    @abstractmethod
+    def submit(self, job: Job) -> None:
+        """Run *job*; callbacks report its start and end."""
+
+    @abstractmethod
+    async def stop(self, graceful: bool) -> None:
+        """Stop. Graceful: wait for running jobs. Not graceful: end them now (they are reported
+        as ``WORKER_LOST``)."""
+
+    @abstractmethod
+    def terminate_job(self, job_id: str, signum: int) -> bool:
+        """Stop a running job (revoke with terminate); True when it was running here."""
+
+    def grow(self, n: int = 1) -> None:
+        """Add capacity (autoscale, ``pool_grow``)."""
+        self.options.concurrency += n
+
+    def shrink(self, n: int = 1) -> None:
+        """Remove capacity."""
+        self.options.concurrency = max(1, self.options.concurrency - n)
+
+    def info(self) -> dict[str, Any]:
+        """What ``inspect stats`` shows under ``pool``."""
+        return {"implementation": f"celeriac.worker.pools:{type(self).__name__}",
+                "max-concurrency": self.concurrency}
+
+    def call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run *fn* on the worker's loop from any thread."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(fn, *args)

@@ -1,0 +1,292 @@
+"""The ``prefork`` pool: one OS process per slot, supervised from the worker's event loop.
+
+The supervisor knows which job each child runs, so a child that dies (crash, OOM kill, hard time
+limit) costs only that job, which is reported as lost or timed out, and the child is replaced.
+Children are retired (not killed) for ``max_tasks_per_child`` and ``max_memory_per_child``: they
+get no new job and exit after the one they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals
+from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
+from celeriac.worker.job import WORKER_LOST, Job, JobResult, current_rss_kb, fail_job, run_job
+from celeriac.worker.limits import soft_limit_alarm
+from celeriac.worker.pools.base import Pool
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celery
+
+logger = logging.getLogger("celeriac.worker.pool")
+
+START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _load_app(app: Celery | str) -> Celery:
+    if not isinstance(app, str):
+        return app
+    from celeriac.app.locate import find_app
+
+    return find_app(app)
+
+
+def child_main(app_ref: Celery | str, conn: multiprocessing.connection.Connection,
+               hostname: str) -> None:
+    """The loop of one pool process: receive a job, run it, send its result."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when children stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    app = _load_app(app_ref)
+    app._check_fork()
+    signals.worker_process_init.send(sender=None)
+    try:
+        while True:
+            try:
+                job = conn.recv()
+            except EOFError:
+                break
+            if job is None:
+                break
+            with soft_limit_alarm(job.soft_time_limit):
+                result = run_job(app, job)
+            result.rss_kb = current_rss_kb()
+            conn.send(result)
+    finally:
+        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+        app.close()
+
+
+@dataclass(eq=False)
+class _Child:
+    process: Any
+    conn: multiprocessing.connection.Connection
+    jobs: deque[Job] = field(default_factory=deque)
+    started_at: float = 0.0
+    assigned: int = 0
+    retiring: bool = False
+    kill_reason: BaseException | None = None
+    hard_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+
+class PreforkPool(Pool):
+    """See the module docstring."""
+
+    name = "prefork"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ctx = multiprocessing.get_context(START_METHOD)
+        self._children: list[_Child] = []
+        self._stopping = False
+        self._idle = asyncio.Event()
+
+    # -- children --------------------------------------------------------------------------------
+    def _spawn(self) -> _Child:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        app_ref: Celery | str = self.app
+        if START_METHOD != "fork":
+            if not self.options.app_locator:
+                raise RuntimeError("the prefork pool needs the app's import path on this platform")
+            app_ref = self.options.app_locator
+        signals.worker_before_create_process.send(sender=self)
+        process = self._ctx.Process(
+            target=child_main, args=(app_ref, child_conn, self.options.hostname),
+            name=f"ForkPoolWorker-{len(self._children) + 1}", daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        child = _Child(process, parent_conn)
+        assert self.loop is not None
+        self.loop.add_reader(parent_conn.fileno(), self._on_readable, child)
+        self.loop.add_reader(process.sentinel, self._on_exit, child)
+        self._children.append(child)
+        return child
+
+    async def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        for _ in range(self.concurrency):
+            self._spawn()
+        self._idle.set()
+
+    def _live(self) -> list[_Child]:
+        return [c for c in self._children if not c.retiring and c.process.is_alive()]
+
+    @property
+    def free_slots(self) -> int:
+        return sum(1 for c in self._live() if not c.jobs)
+
+    def submit(self, job: Job) -> None:
+        idle = [c for c in self._live() if not c.jobs]
+        if not idle:
+            raise RuntimeError("prefork pool has no free process")
+        child = idle[0]
+        child.jobs.append(job)
+        child.assigned += 1
+        self._idle.clear()
+        child.conn.send(job)
+        self._job_started(child)
+
+    def _job_started(self, child: _Child) -> None:
+        job = child.jobs[0]
+        child.started_at = time.monotonic()
+        self.on_start(job, child.pid)
+        if job.time_limit:
+            assert self.loop is not None
+            child.hard_timer = self.loop.call_later(job.time_limit, self._hard_limit, child, job)
+
+    def _hard_limit(self, child: _Child, job: Job) -> None:
+        if child.jobs and child.jobs[0] is job and child.process.is_alive():
+            logger.error("Hard time limit (%ss) exceeded for %s[%s]; killing pool process %d",
+                         job.time_limit, job.name, job.id, child.pid)
+            child.kill_reason = TimeLimitExceeded(job.time_limit)
+            os.kill(child.pid, signal.SIGKILL)
+
+    def _on_readable(self, child: _Child) -> None:
+        try:
+            while child.conn.poll():
+                result: JobResult = child.conn.recv()
+                self._job_finished(child, result)
+        except (EOFError, OSError):
+            self._forget_reader(child)
+
+    def _job_finished(self, child: _Child, result: JobResult) -> None:
+        job = child.jobs.popleft()
+        if child.hard_timer is not None:
+            child.hard_timer.cancel()
+            child.hard_timer = None
+        self._maybe_retire(child, result)
+        self.on_done(job, result)
+        self._check_idle()
+
+    def _maybe_retire(self, child: _Child, result: JobResult) -> None:
+        limit_tasks = self.options.max_tasks_per_child
+        limit_memory = self.options.max_memory_per_child
+        if child.retiring:
+            return
+        if (limit_tasks and child.assigned >= limit_tasks) or (
+            limit_memory and result.rss_kb > limit_memory
+        ):
+            child.retiring = True
+            child.conn.send(None)  # it exits after this job; a fresh process takes its slot
+            self._replenish()
+
+    def _replenish(self) -> None:
+        while not self._stopping and len(self._live()) < self.concurrency:
+            self._spawn()
+
+    def _forget_reader(self, child: _Child) -> None:
+        assert self.loop is not None
+        try:
+            self.loop.remove_reader(child.conn.fileno())
+        except (ValueError, OSError):
+            pass
+
+    def _on_exit(self, child: _Child) -> None:
+        assert self.loop is not None
+        self.loop.remove_reader(child.process.sentinel)
+        self._on_readable(child)  # results sent just before exiting still count
+        self._forget_reader(child)
+        child.process.join(0)
+        if child.hard_timer is not None:
+            child.hard_timer.cancel()
+        self._children.remove(child)
+        lost = list(child.jobs)
+        child.jobs.clear()
+        child.conn.close()
+        if lost:
+            self._report_lost(child, lost[0])
+        if not self._stopping and not child.retiring:
+            logger.error("Pool process %d exited with code %s", child.pid, child.process.exitcode)
+        self._replenish()
+        self._check_idle()
+
+    def _report_lost(self, child: _Child, job: Job) -> None:
+        if isinstance(child.kill_reason, TimeLimitExceeded):
+            result = fail_job(self.app, job, child.kill_reason)
+        else:
+            code = child.process.exitcode
+            result = JobResult(job.id, WORKER_LOST,
+                               exc_repr=repr(WorkerLostError(_exit_text(code))))
+            result.extra["exitcode"] = code
+            result.extra["terminated"] = child.kill_reason is not None
+        self.on_done(job, result)
+
+    def _check_idle(self) -> None:
+        if not any(c.jobs for c in self._children):
+            self._idle.set()
+
+    # -- control ---------------------------------------------------------------------------------
+    async def stop(self, graceful: bool) -> None:
+        self._stopping = True
+        if graceful:
+            await self._idle.wait()
+        for child in list(self._children):
+            if graceful:
+                try:
+                    child.conn.send(None)
+                except OSError:
+                    pass
+            elif child.process.is_alive():
+                os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self._children and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for child in list(self._children):
+            if child.process.is_alive():
+                os.kill(child.pid, signal.SIGKILL)
+
+    def terminate_job(self, job_id: str, signum: int) -> bool:
+        for child in self._children:
+            if child.jobs and child.jobs[0].id == job_id and child.process.is_alive():
+                child.kill_reason = WorkerLostError(f"terminated by signal {signum}")
+                os.kill(child.pid, signum)
+                return True
+        return False
+
+    def grow(self, n: int = 1) -> None:
+        super().grow(n)
+        self._replenish()
+
+    def shrink(self, n: int = 1) -> None:
+        for child in [c for c in self._live() if not c.jobs][:n]:
+            child.retiring = True
+            child.conn.send(None)
+        super().shrink(n)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **super().info(),
+            "processes": [c.pid for c in self._children],
+            "max-tasks-per-child": self.options.max_tasks_per_child or "N/A",
+            "put-guarded-by-semaphore": False,
+            "timeouts": [0, 0],
+            "writes": {},
+        }
+
+    def pids(self) -> list[int]:
+        return [c.pid for c in self._children]
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "pool process exited"
+    if code < 0:
+        try:
+            return f"Worker exited prematurely: signal {-code} ({signal.Signals(-code).name})."
+        except ValueError:
+            return f"Worker exited prematurely: signal {-code}."
+    return f"Worker exited prematurely: exitcode {code}."

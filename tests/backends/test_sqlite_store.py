@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from contract.store_contract import StoreContract
 
 from celeriac.backends.base import ResultStore
 from celeriac.backends.sqlite import SQLiteResultStore
+from contract.store_contract import StoreContract
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ See ``docs/sqlite.md``.
 
 from __future__ import annotations
 
-
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence

@@ -27,7 +27,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
         "CELERY_SKIP_CHECKS",
         "NO_COLOR",
     ):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first so the variable is restored to "unset" after the test even when a
+        # command sets it (the CLI exports -b/--result-backend, as Celery does).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
     # memory:// state is shared per URL within the process, so each test gets its own.

@@ -107,11 +107,11 @@ def celeriac(
         ctx.exit()
     if skip_checks:
         os.environ["CELERY_SKIP_CHECKS"] = "true"
-    # Exported so a process pool that imports the app again (spawn) sees the same overrides.
-    if broker:
-        os.environ["CELERY_BROKER_URL"] = broker
-    if result_backend:
-        os.environ["CELERY_RESULT_BACKEND"] = result_backend
+    # Exported as Celery does: the environment wins over every other source of these two
+    # settings (app.conf reads it), also in pool processes that import the app again.
+    for name, value in (("BROKER_URL", broker), ("RESULT_BACKEND", result_backend)):
+        if value:
+            os.environ[f"CELERIAC_{name}"] = os.environ[f"CELERY_{name}"] = value
     ctx.obj = CLIContext(
         app_spec=app_spec,
         broker=broker,

@@ -443,3 +443,10 @@ def test_worker_usage_errors(
     assert result.exit_code == 2
     assert message in result.output
     assert not fake_worker
+
+
+def test_a_global_option_after_the_command_is_explained(project: Callable[..., Path]) -> None:
+    project()
+    result = run("worker", "-A", "proj")
+    assert result.exit_code == 2
+    assert "-A is a global option: give it before the command" in result.output

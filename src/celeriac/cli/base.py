@@ -270,3 +270,22 @@ def flatten(values: Any) -> list[str]:
 def pluralize(n: int, noun: str) -> str:
     """``1 message``, ``2 messages``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+_GLOBAL_ONLY = frozenset({"-A", "--app", "-b", "--broker", "--result-backend", "--workdir"})
+
+
+class Command(click.Command):
+    """A subcommand that explains where global options go when one is given after it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if exc.option_name not in _GLOBAL_ONLY:
+                raise
+            raise click.UsageError(
+                f"{exc.option_name} is a global option: give it before the command, e.g. "
+                f"'celeriac {exc.option_name} VALUE {self.name} ...' (as in Celery 5)",
+                ctx,
+            ) from exc

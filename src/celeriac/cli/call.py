@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from celeriac.cli.base import ISO8601, CLIContext, ISO8601OrFloat, JSONValue, broker_errors
+from celeriac.cli.base import ISO8601, CLIContext, Command, ISO8601OrFloat, JSONValue, broker_errors
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @click.option(
     "-a",

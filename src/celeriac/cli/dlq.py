@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from celeriac.cli.base import CLIContext, broker_errors, pluralize
+from celeriac.cli.base import CLIContext, Command, broker_errors, pluralize
 
 if TYPE_CHECKING:
     from celeriac.protocol.message import Message
@@ -105,7 +105,7 @@ def dlq() -> None:
     """Inspect and act on the dead-letter store (messages that could not be processed)."""
 
 
-@dlq.command("list")
+@dlq.command("list", cls=Command)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -137,7 +137,7 @@ def list_(obj: CLIContext, limit: int, as_json: bool) -> None:
         obj.echo("  ".join([*cells, row[-1]]).rstrip())
 
 
-@dlq.command()
+@dlq.command(cls=Command)
 @click.argument("letter_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_obj
@@ -176,7 +176,7 @@ def _ids_or_all(ids: tuple[str, ...], everything: bool, verb: str) -> list[str] 
     return None if everything else list(ids)
 
 
-@dlq.command()
+@dlq.command(cls=Command)
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "everything", is_flag=True, help="Requeue every dead-lettered message.")
 @click.pass_obj
@@ -188,7 +188,7 @@ def requeue(obj: CLIContext, ids: tuple[str, ...], everything: bool) -> None:
     _report(obj, "Requeued", count, wanted)
 
 
-@dlq.command("purge")
+@dlq.command("purge", cls=Command)
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "everything", is_flag=True, help="Delete every dead-lettered message.")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")

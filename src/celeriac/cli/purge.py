@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import click
 
-from celeriac.cli.base import CLIContext, CommaSeparatedList, broker_errors, flatten, pluralize
+from celeriac.cli.base import (
+    CLIContext,
+    Command,
+    CommaSeparatedList,
+    broker_errors,
+    flatten,
+    pluralize,
+)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "-Q",

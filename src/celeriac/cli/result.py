@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from celeriac.cli.base import CLIContext, broker_errors
+from celeriac.cli.base import CLIContext, Command, broker_errors
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("task_id")
 @click.option("-t", "--task", help="The task's name (its AsyncResult class is used).")
 @click.option("--traceback", is_flag=True, help="Print the failure's traceback instead.")

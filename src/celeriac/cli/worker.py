@@ -13,6 +13,7 @@ from celeriac.cli.base import (
     AppLoadError,
     Autoscale,
     CLIContext,
+    Command,
     CommaSeparatedList,
     LogLevel,
     broker_errors,
@@ -26,7 +27,7 @@ def _unsupported(flag: str, why: str) -> click.UsageError:
     return click.UsageError(f"{flag} is not supported by celeriac: {why}")
 
 
-@click.command(context_settings={"show_default": False})
+@click.command(cls=Command, context_settings={"show_default": False})
 # -- worker options
 @click.option("-n", "--hostname", help="Node name, e.g. 'w1@%h' (%h host, %n name, %d domain).")
 @click.option("-D", "--detach", is_flag=True, help="Not supported (run under a supervisor).")

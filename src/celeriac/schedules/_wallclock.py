@@ -64,7 +64,7 @@ def resolve_local(naive: datetime, zone: tzinfo) -> datetime:
         return first
     first_utc = first.astimezone(UTC)
     if first_utc.astimezone(zone).replace(tzinfo=None, fold=0) == naive.replace(fold=0):
-        return second  # MUT
+        # The time exists, twice: fold=0 is the earlier occurrence.
         return first
     return _gap_end(naive, zone)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from celeriac.protocol.message import Outgoing
 from celeriac.transports import create_transport
 from celeriac.transports.base import Transport
 from celeriac.transports.sqlite import QUEUE_CHANNEL, SQLiteTransport
-from celeriac.utils.localwake import Listener, wake_dir_for
+from celeriac.utils.localwake import Listener, WakeDir, wake_dir_for
 from contract.transport_contract import (
     MakeTransport,
     TransportContract,
@@ -238,3 +239,22 @@ def test_long_paths_use_a_short_wake_directory(tmp_path: Path) -> None:
         t.ack([d])
     finally:
         t.close()
+
+
+def test_new_waiter_is_woken_at_once_despite_a_cached_listing(tmp_path: Path) -> None:
+    directory = tmp_path / "wake"
+    directory.mkdir()
+    old = time.time_ns() - 10**9
+    os.utime(directory, ns=(old, old))
+    wake = WakeDir(str(directory))
+    wake.notify(QUEUE_CHANNEL)  # lists (nobody yet) and trusts the listing
+    # A waiter in another process binds its socket; nothing in this process hears about it.
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        peer.bind(str(directory / f"{QUEUE_CHANNEL}-1-1-abc.sock"))
+        peer.settimeout(2.0)
+        wake.notify(QUEUE_CHANNEL)
+        assert peer.recv(8) == b"\x01"
+    finally:
+        peer.close()
+        wake.close()

@@ -8,8 +8,9 @@ the wait is never lost; if a datagram is lost anyway (full buffer, a directory l
 moment too long), the waiter's fallback timeout bounds the cost to latency.
 
 Senders never block: full receive buffers mean the waiter has a wake-up pending already, and a
-socket nobody listens on (its process died) is removed. The directory listing is cached for
-``LISTING_TTL`` seconds so a tight publish loop costs one ``sendto`` per waiter and nothing else.
+socket nobody listens on (its process died) is removed. The directory listing is cached while
+the directory's mtime stays the same (at most ``LISTING_TTL`` seconds), so a tight publish loop
+costs one ``stat`` plus one ``sendto`` per waiter, and a waiter that just arrived is woken at once.
 
 Where UNIX sockets do not exist (Windows), ``Listener.wait`` degrades to a short sleep, which keeps
 every caller correct at the price of polling.
@@ -34,6 +35,8 @@ __all__ = ["LISTING_TTL", "Listener", "WakeDir", "wake_dir_for"]
 LISTING_TTL = 0.5
 #: Longest socket path we bind; the OS limit is 104 (macOS) to 108 (Linux) bytes.
 _MAX_SOCKET_PATH = 100
+#: A directory mtime at least this old (ns) cannot hide a later change within the same clock tick.
+_MTIME_TRUST_NS = 50_000_000
 #: Sleep between checks where UNIX datagram sockets are unavailable.
 _NO_SOCKET_POLL = 0.1
 
@@ -136,6 +139,8 @@ class WakeDir:
         self._listing: list[str] = []
         self._listed_at = -LISTING_TTL
         self._listed_generation = -1
+        self._listed_mtime = -1
+        self._trusted = False
         self._sock: socket.socket | None = None
         self._pid = -1
 
@@ -182,13 +187,26 @@ class WakeDir:
 
     def _names(self) -> list[str]:
         now = time.monotonic()
-        if now - self._listed_at >= LISTING_TTL or self._listed_generation != _generation:
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except OSError:
+            return []
+        if (
+            mtime != self._listed_mtime
+            or not self._trusted
+            or now - self._listed_at >= LISTING_TTL
+            or self._listed_generation != _generation
+        ):
             try:
                 self._listing = [n for n in os.listdir(self.directory) if n.endswith(".sock")]
             except OSError:
                 self._listing = []
             self._listed_at = now
+            self._listed_mtime = mtime
             self._listed_generation = _generation
+            # File system clocks tick coarsely: a socket bound within the same tick as this
+            # listing may leave the directory's mtime unchanged, so only trust an older mtime.
+            self._trusted = time.time_ns() - mtime > _MTIME_TRUST_NS
         return self._listing
 
     def _forget(self, name: str) -> None:

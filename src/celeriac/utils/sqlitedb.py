@@ -150,6 +150,8 @@ class ConnectionPool:
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"journal_mode is {mode!r}; WAL is required")
         conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
+        # After a checkpoint, shrink the WAL file back instead of keeping its high-water size.
+        conn.execute("PRAGMA journal_size_limit = 67108864")
         if not self._schema_ready:
             # Idempotent (CREATE ... IF NOT EXISTS), once per pool: the broker and the result
             # store may share one file, so neither may assume the other's tables exist.

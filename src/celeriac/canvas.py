@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
-    from celeriac.result import AsyncResult, EagerResult
+    from celeriac.result import AsyncResult as AsyncResultT
+    from celeriac.result import EagerResult
     from celeriac.task import Task
 
 P = ParamSpec("P")
@@ -187,7 +188,7 @@ class Signature(dict[str, Any], Generic[P, R]):
     def freeze(
         self, _id: str | None = None, group_id: str | None = None, chord: Any = None,
         root_id: str | None = None, parent_id: str | None = None, group_index: int | None = None,
-    ) -> AsyncResult[R]:
+    ) -> AsyncResultT[R]:
         """Give the signature its task id now and return the result it will have."""
         opts = self.options
         task_id = _id or opts.get("task_id") or str(uuid.uuid4())
@@ -204,7 +205,7 @@ class Signature(dict[str, Any], Generic[P, R]):
             opts["parent_id"] = parent_id
         return self.AsyncResult(task_id)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResultT[R]:  # noqa: N802 - Celery's name
         return self.app.AsyncResult(task_id, task_name=self.task)
 
     def link(self, callback: Signature[Any, Any]) -> Signature[Any, Any]:
@@ -226,14 +227,14 @@ class Signature(dict[str, Any], Generic[P, R]):
     def apply_async(
         self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
         route_name: str | None = None, **options: Any,
-    ) -> AsyncResult[R]:
+    ) -> AsyncResultT[R]:
         """Send the task with the signature's arguments and options merged with these."""
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
         if self._type is not None or self.task in self.app.tasks:
             return self.type.apply_async(new_args, new_kwargs, **new_options)
         return self.app.send_task(self.task, new_args, new_kwargs, **new_options)
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResultT[R]:
         """``apply_async`` with star arguments."""
         return self.apply_async(args, kwargs)
 
@@ -284,7 +285,8 @@ def signature(
         return varies.clone()
     if isinstance(varies, Mapping):
         return signature_from_dict(varies, app=app)
-    return Signature(varies, *args, app=app, **kwargs)
+    sig: Signature[Any, Any] = Signature(varies, *args, app=app, **kwargs)  # type: ignore[misc]
+    return sig
 
 
 subtask = signature

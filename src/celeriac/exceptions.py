@@ -117,7 +117,7 @@ class Retry(TaskPredicate):
         self,
         message: str | None = None,
         exc: BaseException | str | None = None,
-        when: numbers.Real | _dt.datetime | None = None,
+        when: float | _dt.datetime | None = None,
         is_eager: bool = False,
         sig: Any = None,
         **kwargs: Any,

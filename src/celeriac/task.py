@@ -35,9 +35,9 @@ def exponential_backoff(
     factor: float, retries: int, maximum: float, full_jitter: bool = False
 ) -> float:
     """Celery's retry backoff: ``factor * 2**retries`` capped at *maximum*, optionally jittered."""
-    countdown = min(maximum, factor * (2**retries))
+    countdown = min(float(maximum), float(factor) * float(2**retries))
     if full_jitter:
-        countdown = random.randrange(int(countdown) + 1)
+        countdown = float(random.randrange(int(countdown) + 1))
     return max(0.0, countdown)
 
 
@@ -262,17 +262,17 @@ class Task(Generic[P, R]):
     def chunks(self, it: Iterable[Any], n: int) -> Any:
         from celeriac.workflows import chunks
 
-        return chunks(self.s(), it, n, app=self.app)
+        return chunks(self.signature(), it, n, app=self.app)
 
     def map(self, it: Iterable[Any]) -> Any:
         from celeriac.workflows import xmap
 
-        return xmap(self.s(), it, app=self.app)
+        return xmap(self.signature(), it, app=self.app)
 
     def starmap(self, it: Iterable[Any]) -> Any:
         from celeriac.workflows import xstarmap
 
-        return xstarmap(self.s(), it, app=self.app)
+        return xstarmap(self.signature(), it, app=self.app)
 
     # -- inside a running task --------------------------------------------------------------------
     def signature_from_request(

@@ -34,7 +34,8 @@ from celeriac.protocol.message import Message, Outgoing
 from celeriac.protocol.task import TaskRequest, anon_nodename, build_v2
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.signals import Signal
-from celeriac.task import Task, add_autoretry
+from celeriac.task import Task as BaseTask
+from celeriac.task import add_autoretry
 from celeriac.transports import create_transport, scheme_of
 from celeriac.transports.base import Transport
 
@@ -51,7 +52,7 @@ DEFAULT_BROKER_URL = "sqlite:///celeriac.db"
 _apps: weakref.WeakSet[Celery] = weakref.WeakSet()
 _current: Celery | None = None
 _default: Celery | None = None
-_shared_constructors: list[Callable[[Celery], Task[Any, Any]]] = []
+_shared_constructors: list[Callable[[Celery], BaseTask[Any, Any]]] = []
 _state_lock = threading.RLock()
 
 
@@ -95,7 +96,7 @@ class Celery:
     """A celeriac application, Celery's ``Celery`` class under the same name and arguments."""
 
     #: Base class of tasks made by ``@app.task`` unless ``base=`` says otherwise.
-    task_cls: type[Task[Any, Any]] = Task
+    task_cls: type[BaseTask[Any, Any]] = BaseTask
     strict_typing: bool
 
     def __init__(
@@ -114,7 +115,7 @@ class Celery:
         changes: Mapping[str, Any] | None = None,
         config_source: Any = None,
         fixups: Any = None,
-        task_cls: type[Task[Any, Any]] | str | None = None,
+        task_cls: type[BaseTask[Any, Any]] | str | None = None,
         autofinalize: bool = True,
         namespace: str | None = None,
         strict_typing: bool = True,
@@ -161,7 +162,7 @@ class Celery:
         self.on_after_configure = Signal("app.on_after_configure")
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.on_after_fork = Signal("app.on_after_fork")
-        self._task_base: type[Task[Any, Any]] | None = None
+        self._task_base: type[BaseTask[Any, Any]] | None = None
         with _state_lock:
             _apps.add(self)
             for constructor in list(_shared_constructors):
@@ -227,7 +228,7 @@ class Celery:
 
     # -- tasks -----------------------------------------------------------------------------------
     @property
-    def Task(self) -> type[Task[Any, Any]]:  # noqa: N802 - Celery's name
+    def Task(self) -> type[BaseTask[Any, Any]]:  # noqa: N802 - Celery's name
         """The base task class bound to this app (``class MyTask(app.Task)``)."""
         if self._task_base is None:
             self._task_base = type(
@@ -248,15 +249,15 @@ class Celery:
         return f"{module}.{name}"
 
     @overload
-    def task(self, fun: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    def task(self, fun: Callable[P, Coroutine[Any, Any, R]], /) -> BaseTask[P, R]: ...
     @overload
-    def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+    def task(self, fun: Callable[P, R], /) -> BaseTask[P, R]: ...
     @overload
     def task(
         self, *, bind: Literal[True], **options: Any
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], BaseTask[P, R]]: ...
     @overload
-    def task(self, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, **options: Any) -> Callable[[Callable[P, R]], BaseTask[P, R]]: ...
 
     def task(self, *args: Any, **options: Any) -> Any:
         """Decorator turning a function (sync or ``async def``) into a task of this app."""
@@ -265,15 +266,15 @@ class Celery:
         if args:
             raise TypeError("app.task() takes the function or keyword options only")
 
-        def decorator(fun: Callable[..., Any]) -> Task[Any, Any]:
+        def decorator(fun: Callable[..., Any]) -> BaseTask[Any, Any]:
             return self._task_from_fun(fun, **options)
 
         return decorator
 
     def _task_from_fun(
-        self, fun: Callable[..., Any], name: str | None = None, base: type[Task[Any, Any]] | None = None,
+        self, fun: Callable[..., Any], name: str | None = None, base: type[BaseTask[Any, Any]] | None = None,
         bind: bool = False, **options: Any,
-    ) -> Task[Any, Any]:
+    ) -> BaseTask[Any, Any]:
         name = name or self.gen_task_name(fun.__name__, fun.__module__)
         existing = self._tasks.get(name)
         if existing is not None and getattr(existing, "__wrapped__", None) is fun:
@@ -297,15 +298,15 @@ class Celery:
         }
         if "typing" in attrs:
             attrs["typing"] = bool(attrs["typing"])
-        task: Task[Any, Any] = type(fun.__name__, (base,), attrs)()
+        task: BaseTask[Any, Any] = type(fun.__name__, (base,), attrs)()
         add_autoretry(task)
         self._tasks[name] = task
         if self.finalized:
             task.bind(self)
         return task
 
-    def register_task(self, task: Task[Any, Any] | type[Task[Any, Any]], **options: Any,
-                      ) -> Task[Any, Any]:
+    def register_task(self, task: BaseTask[Any, Any] | type[BaseTask[Any, Any]], **options: Any,
+                      ) -> BaseTask[Any, Any]:
         """Register a class-based task (an instance or a class) with this app."""
         if isinstance(task, type):
             task = task()
@@ -574,7 +575,7 @@ class Celery:
         route_name: str | None = None,
         shadow: str | None = None,
         chain: Any = None,
-        task_type: Task[Any, Any] | None = None,
+        task_type: BaseTask[Any, Any] | None = None,
         replaced_task_nesting: int = 0,
         **options: Any,
     ) -> AsyncResult[Any]:
@@ -750,11 +751,11 @@ class Celery:
         on_chord_part_return(self, request, state, result)
 
     @property
-    def current_task(self) -> Task[Any, Any] | None:
+    def current_task(self) -> BaseTask[Any, Any] | None:
         return current_task_var.get()  # type: ignore[no-any-return]
 
     @property
-    def current_worker_task(self) -> Task[Any, Any] | None:
+    def current_worker_task(self) -> BaseTask[Any, Any] | None:
         request = current_request.get()
         return self.current_task if request is not None and not request.is_eager else None
 
@@ -792,8 +793,8 @@ def _django_app_modules() -> list[str]:
 def shared_task(*args: Any, **options: Any) -> Any:
     """Define a task for every app (Celery's ``shared_task``); calls use the current app."""
 
-    def create(fun: Callable[..., Any]) -> Task[Any, Any]:
-        def constructor(app: Celery) -> Task[Any, Any]:
+    def create(fun: Callable[..., Any]) -> BaseTask[Any, Any]:
+        def constructor(app: Celery) -> BaseTask[Any, Any]:
             return app._task_from_fun(fun, **options)
 
         with _state_lock:
@@ -812,7 +813,7 @@ class SharedTask:
 
     def __init__(
         self, fun: Callable[..., Any], name: str | None,
-        constructor: Callable[[Celery], Task[Any, Any]],
+        constructor: Callable[[Celery], BaseTask[Any, Any]],
     ) -> None:
         self.__wrapped__ = fun
         self._name = name
@@ -821,7 +822,7 @@ class SharedTask:
         self.__doc__ = fun.__doc__
         self.__module__ = fun.__module__
 
-    def _task(self) -> Task[Any, Any]:
+    def _task(self) -> BaseTask[Any, Any]:
         app = current_app()
         name = self._name or app.gen_task_name(self.__wrapped__.__name__, self.__wrapped__.__module__)
         task = app._tasks.get(name)

@@ -59,7 +59,8 @@ def _to_router(spec: Any) -> RouterFn:
             raise ImproperlyConfigured(f"task_routes: cannot import router {spec!r}: {exc}") from exc
         return _to_router(obj() if isinstance(obj, type) else obj)
     if callable(spec):
-        return spec
+        router: RouterFn = spec
+        return router
     route_for_task = getattr(spec, "route_for_task", None)
     if callable(route_for_task):
         return _legacy(route_for_task)

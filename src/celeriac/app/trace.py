@@ -163,15 +163,15 @@ class Tracer:
         return TraceOutcome(states.SUCCESS, retval, runtime=runtime)
 
     def _send_callbacks(self, request: Context, retval: Any) -> None:
-        parent = {"parent_id": request.id, "root_id": request.root_id or request.id}
+        parent_id, root_id = request.id, request.root_id or request.id
         for callback in request.callbacks or ():
             sig = signature(callback, app=self.app)
-            sig.apply_async((retval,), **parent)
+            sig.apply_async((retval,), parent_id=parent_id, root_id=root_id)
         chain = request.chain
         if chain:
             chain = list(chain)
             next_step = signature(chain.pop(), app=self.app)
-            next_step.apply_async((retval,), chain=chain, **parent)
+            next_step.apply_async((retval,), chain=chain, parent_id=parent_id, root_id=root_id)
 
     def fail(self, request: Context, exc: BaseException, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> TraceOutcome:

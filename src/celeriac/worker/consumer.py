@@ -93,6 +93,10 @@ class Consumer:
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 1.0
+            if self.stopping:
+                # Fetched while shutdown began: hand it straight back rather than strand it.
+                self.requeue_fetched(got)
+                break
             for delivery in got:
                 self.leased[delivery.tag] = delivery
                 self.on_delivery(delivery)
@@ -286,6 +290,10 @@ class Consumer:
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
             self.leased.pop(d.tag, None)
+        if deliveries:
+            self._broker_write(self.transport.requeue, list(deliveries))
+
+    def requeue_fetched(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             self._broker_write(self.transport.requeue, list(deliveries))
 

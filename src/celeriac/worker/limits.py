@@ -44,7 +44,7 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
     if changed > 1:  # should never happen: undo rather than hit several threads
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
         return False
-    return changed == 1
+    return bool(changed == 1)
 
 
 class ThreadLimits:

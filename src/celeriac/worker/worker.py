@@ -288,9 +288,13 @@ class Worker:
         if returned:
             logger.info("gave %d unstarted task(s) back to the broker", returned)
         await self.pool.stop(graceful=self._shutdowns < 2)
-        for task in self._background:
+        # The fetch loop ends within one fetch timeout and hands back anything it got meanwhile.
+        consume, *others = self._background
+        await asyncio.gather(consume, return_exceptions=True)
+        consumer.give_back_unstarted()
+        for task in others:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*others, return_exceptions=True)
         await consumer.flush()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.events.offline)

@@ -89,7 +89,7 @@ class PreforkPool(Pool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ctx = multiprocessing.get_context(START_METHOD)
+        self._ctx: Any = multiprocessing.get_context(START_METHOD)
         self._children: list[_Child] = []
         self._stopping = False
         self._idle = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,7 +29,9 @@ HORIZON = timedelta(days=3 * 366)
 
 
 class Spec:
-    def __init__(self, minute: set[int], hour: set[int], dow: set[int], dom: set[int], moy: set[int]):
+    def __init__(
+        self, minute: set[int], hour: set[int], dow: set[int], dom: set[int], moy: set[int]
+    ):
         self.minute, self.hour, self.dow, self.dom, self.moy = minute, hour, dow, dom, moy
 
     def day_matches(self, d: datetime) -> bool:
@@ -72,8 +75,7 @@ def oracle_next(spec: Spec, after: datetime, zone: ZoneInfo) -> datetime | None:
         previous = (u - MINUTE).astimezone(zone)
         skipped = _walls_between(previous, local)
         if (spec.matches(local) and not _is_repeat(local)) or any(map(spec.matches, skipped)):
-            if u > after:
-                return u
+            return u
         u += MINUTE
     return None
 
@@ -84,8 +86,10 @@ def oracle_next(spec: Spec, after: datetime, zone: ZoneInfo) -> datetime | None:
 def _field(lo: int, hi: int, names: list[str] | None = None) -> st.SearchStrategy[str]:
     """A cron field string over lo..hi: '*', steps, ranges, lists, names."""
     number = st.integers(lo, hi)
-    word = number.map(str) if names is None else st.one_of(
-        number.map(str), st.integers(0, len(names) - 1).map(lambda i: names[i])
+    word = (
+        number.map(str)
+        if names is None
+        else st.one_of(number.map(str), st.integers(0, len(names) - 1).map(lambda i: names[i]))
     )
     step = st.integers(1, max(1, (hi - lo) // 2))
     part = st.one_of(
@@ -103,51 +107,70 @@ def _field(lo: int, hi: int, names: list[str] | None = None) -> st.SearchStrateg
 DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 
+# Hours around which clocks change are drawn more often, to land in gaps and repeats.
+_HOURS = st.one_of(_field(0, 23), st.sampled_from(["0", "1", "2", "3", "23", "1-3", "*/2", "2,3"]))
+
 specs = st.tuples(
     _field(0, 59),
-    _field(0, 23),
+    _HOURS,
     st.one_of(_field(0, 7, DAYS), st.just("*")),
     st.one_of(st.just("*"), _field(1, 31), st.sampled_from(["29", "31", "28-31", "1,15"])),
     st.one_of(st.just("*"), _field(1, 12, MONTHS)),
 )
 
-# Instants near DST changes and month ends in the zones above, plus any instant.
-_ANCHORS = [
-    datetime(2024, 3, 31, 1, 0, tzinfo=UTC),  # Berlin spring forward
-    datetime(2024, 10, 27, 1, 0, tzinfo=UTC),  # Berlin fall back
-    datetime(2025, 3, 9, 7, 0, tzinfo=UTC),  # New York spring forward
-    datetime(2025, 11, 2, 6, 0, tzinfo=UTC),  # New York fall back
-    datetime(2024, 4, 6, 15, 0, tzinfo=UTC),  # Lord Howe fall back (30 min)
-    datetime(2024, 10, 5, 15, 30, tzinfo=UTC),  # Lord Howe spring forward (30 min)
-    datetime(2024, 9, 8, 4, 0, tzinfo=UTC),  # Santiago spring forward at midnight
-    datetime(2024, 2, 29, 12, 0, tzinfo=UTC),  # leap day
-    datetime(2023, 12, 31, 23, 0, tzinfo=UTC),  # year end
-    datetime(2025, 2, 28, 23, 0, tzinfo=UTC),  # month end, no leap day
-]
+# Instants near each zone's DST changes, month ends and leap days.
+_ANCHORS = {
+    "UTC": [datetime(2024, 2, 29, 12, 0, tzinfo=UTC), datetime(2023, 12, 31, 23, 0, tzinfo=UTC)],
+    "Europe/Berlin": [
+        datetime(2024, 3, 31, 1, 0, tzinfo=UTC),  # 02:00 -> 03:00
+        datetime(2024, 10, 27, 1, 0, tzinfo=UTC),  # 03:00 -> 02:00
+    ],
+    "America/New_York": [
+        datetime(2025, 3, 9, 7, 0, tzinfo=UTC),  # 02:00 -> 03:00
+        datetime(2025, 11, 2, 6, 0, tzinfo=UTC),  # 02:00 -> 01:00
+    ],
+    "Australia/Lord_Howe": [
+        datetime(2024, 4, 6, 15, 0, tzinfo=UTC),  # 02:00 -> 01:30
+        datetime(2024, 10, 5, 15, 30, tzinfo=UTC),  # 02:00 -> 02:30
+    ],
+    "America/Santiago": [
+        datetime(2024, 9, 8, 4, 0, tzinfo=UTC),  # 00:00 -> 01:00
+        datetime(2024, 4, 7, 3, 0, tzinfo=UTC),  # 00:00 -> 23:00 the day before
+    ],
+    "Asia/Kolkata": [datetime(2025, 2, 28, 18, 0, tzinfo=UTC)],  # month end, no leap day
+}
 
-instants = st.one_of(
-    st.tuples(st.sampled_from(_ANCHORS), st.integers(-3 * 24 * 60, 3 * 24 * 60)).map(
-        lambda t: t[0] + timedelta(minutes=t[1])
-    ),
-    st.datetimes(
-        min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
-    ),
-)
+
+@st.composite
+def zoned_instants(draw: st.DrawFn) -> tuple[str, datetime]:
+    zone = draw(st.sampled_from(ZONES))
+    if draw(st.booleans()):
+        anywhere = st.datetimes(
+            min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+        )
+        return zone, draw(anywhere)
+    anchor = draw(st.sampled_from(_ANCHORS[zone]))
+    spread = draw(st.sampled_from([3 * 60, 2 * 24 * 60]))
+    return zone, anchor + timedelta(minutes=draw(st.integers(-spread, spread)))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=specs, zone_name=st.sampled_from(ZONES), after=instants)
+@given(spec=specs, where=zoned_instants())
 def test_next_run_matches_brute_force_oracle(
-    spec: tuple[str, str, str, str, str], zone_name: str, after: datetime
+    spec: tuple[str, str, str, str, str], where: tuple[str, datetime]
 ) -> None:
     minute, hour, dow, dom, moy = spec
+    zone_name, after = where
     try:
         schedule = crontab(minute, hour, dow, dom, moy, tz=zone_name)
     except ValueError:
         return  # e.g. day 31 in February only: rejected up front, as Celery does
     zone = ZoneInfo(zone_name)
     oracle = Spec(
-        schedule.minute, schedule.hour, schedule.day_of_week, schedule.day_of_month,
+        schedule.minute,
+        schedule.hour,
+        schedule.day_of_week,
+        schedule.day_of_month,
         schedule.month_of_year,
     )
     expected = oracle_next(oracle, after, zone)
@@ -210,19 +233,25 @@ def test_same_next_run_as_celery(
     from celery.schedules import crontab as celery_crontab
 
     minute, hour, dow, dom, moy = spec
+
+    def clock(at: datetime) -> Callable[[], datetime]:
+        return lambda: at
+
     for start in CELERY_STARTS:
         # Celery's remaining time from `now == last_run_at` is the distance to the next run.
         theirs = celery_crontab(
-            minute, hour, dow, dom, moy, nowfun=lambda s=start: s, app=celery_apps[zone_name]
+            minute, hour, dow, dom, moy, nowfun=clock(start), app=celery_apps[zone_name]
         )
-        ours = crontab(minute, hour, dow, dom, moy, nowfun=lambda s=start: s, tz=zone_name)
+        ours = crontab(minute, hour, dow, dom, moy, nowfun=clock(start), tz=zone_name)
         assert ours.remaining_estimate(start) == theirs.remaining_estimate(start), (
-            spec, zone_name, start
+            spec,
+            zone_name,
+            start,
         )
         assert ours.is_due(start) == tuple(theirs.is_due(start))
         later = start + timedelta(days=40)
-        ours_late = crontab(minute, hour, dow, dom, moy, nowfun=lambda: later, tz=zone_name)
+        ours_late = crontab(minute, hour, dow, dom, moy, nowfun=clock(later), tz=zone_name)
         theirs_late = celery_crontab(
-            minute, hour, dow, dom, moy, nowfun=lambda: later, app=celery_apps[zone_name]
+            minute, hour, dow, dom, moy, nowfun=clock(later), app=celery_apps[zone_name]
         )
         assert ours_late.is_due(start) == tuple(theirs_late.is_due(start))

@@ -25,7 +25,9 @@ from celeriac.utils.sqlitedb import (
     ConnectionPool,
     db_path_from_url,
     synchronous_mode,
-    url_options,
+)
+from celeriac.utils.sqlitedb import (
+    merged_options as _merged,
 )
 
 #: Wake-up channel of result writes in the file's wake directory.
@@ -128,7 +130,7 @@ class SQLiteResultStore(ResultStore):
     pushes_notifications: ClassVar[bool] = True
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(url, {**url_options(url), **(options or {})})
+        super().__init__(url, _merged(url, options))
         try:
             self.path = db_path_from_url(url, "result_backend")
             sync = synchronous_mode(self.options.get("synchronous"), "normal")

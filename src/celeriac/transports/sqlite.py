@@ -37,7 +37,9 @@ from celeriac.utils.sqlitedb import (
     ConnectionPool,
     db_path_from_url,
     synchronous_mode,
-    url_options,
+)
+from celeriac.utils.sqlitedb import (
+    merged_options as _merged,
 )
 
 #: Wake-up channels in the file's wake directory.
@@ -206,7 +208,7 @@ class SQLiteTransport(Transport):
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         # Options in the URL's query string count unless the settings give them too.
-        super().__init__(url, {**url_options(url), **(options or {})})
+        super().__init__(url, _merged(url, options))
         try:
             self.path = db_path_from_url(url)
             sync = synchronous_mode(self.options.get("synchronous"), "normal")

@@ -28,6 +28,7 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 
 __all__ = ["LISTING_TTL", "Listener", "WakeDir", "wake_dir_for"]
 
@@ -89,6 +90,8 @@ class Listener:
         self._sock = sock
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
+        # A listener dropped without close() (or alive at exit) still removes its file.
+        self._finalizer = weakref.finalize(self, _unlink_if_owner, self.path, self.pid)
         _generation = next(_local_generation)
 
     def drain(self) -> bool:
@@ -123,11 +126,15 @@ class Listener:
         if sock is None:
             return
         sock.close()
-        if os.getpid() == self.pid:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        self._finalizer()
+
+
+def _unlink_if_owner(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # a forked child must not remove its parent's socket
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 class WakeDir:

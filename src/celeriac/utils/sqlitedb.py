@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,6 +25,7 @@ __all__ = [
     "SYNCHRONOUS_MODES",
     "ConnectionPool",
     "db_path_from_url",
+    "merged_options",
     "synchronous_mode",
     "url_options",
 ]
@@ -56,6 +57,12 @@ def url_options(url: str) -> dict[str, str]:
     """Options given in the URL's query string (``sqlite:///x.db?synchronous=full``)."""
     _, _, query = url.partition("?")
     return dict(parse_qsl(query, keep_blank_values=False))
+
+
+def merged_options(url: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The URL's query options overridden by the settings' options that have a value."""
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    return {**url_options(url), **given}
 
 
 def synchronous_mode(value: Any, default: str) -> str:

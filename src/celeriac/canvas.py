@@ -28,8 +28,8 @@ SIGNATURE_TYPES: dict[str | None, type[Signature[Any, Any]]] = {}
 class Signature(dict[str, Any], Generic[P, R]):
     """A task name with partial arguments and options.
 
-    It is a dict (``task``, ``args``, ``kwargs``, ``options``, ``subtask_type``, ``immutable``,
-    ``chord_size``) so it serializes exactly as Celery's signatures do.
+    It is a dict (``task``, ``args``, ``kwargs``, ``options``, ``subtask_type``, ``immutable``)
+    so it serializes exactly as Celery 5.7's signatures do.
     """
 
     _app: Celery | None
@@ -73,7 +73,6 @@ class Signature(dict[str, Any], Generic[P, R]):
             options={**(options or {}), **ex},
             subtask_type=subtask_type,
             immutable=immutable,
-            chord_size=None,
         )
 
     # -- dict fields as attributes, as Celery's Signature has them ---------------------------------
@@ -193,7 +192,9 @@ class Signature(dict[str, Any], Generic[P, R]):
         opts = self.options
         task_id = _id or opts.get("task_id") or str(uuid.uuid4())
         opts["task_id"] = task_id
-        if group_id:
+        # Celery's frozen signatures carry the sender's reply_to (captured in embed.chain/chord).
+        opts.setdefault("reply_to", self.app.oid)
+        if group_id and not opts.get("group_id"):
             opts["group_id"] = group_id
         if group_index is not None:
             opts["group_index"] = group_index

@@ -407,7 +407,8 @@ class GroupResult(ResultSet):
         self.parent = parent
 
     def save(self, backend: ResultBackend | None = None) -> GroupResult:
-        (backend or self.app.backend).save_group(str(self.id), self.as_tuple()[1])  # type: ignore[union-attr]
+        # Celery stores the whole tuple: [[gid, parent], [member tuples]].
+        (backend or self.app.backend).save_group(str(self.id), self.as_tuple())  # type: ignore[union-attr]
         return self
 
     def delete(self, backend: ResultBackend | None = None) -> None:
@@ -424,7 +425,8 @@ class GroupResult(ResultSet):
         stored = (backend or app.backend).restore_group(id)  # type: ignore[union-attr]
         if stored is None:
             return None
-        return cls(id, [result_from_tuple(t, app) for t in stored], app=app)
+        members = stored[1] if _is_group_tuple(stored) else stored
+        return cls(id, [result_from_tuple(t, app) for t in members], app=app)
 
     def as_tuple(self) -> tuple[tuple[str | None, Any], list[Any]]:  # type: ignore[override]
         parent = self.parent.as_tuple() if self.parent is not None else None
@@ -444,6 +446,15 @@ class GroupResult(ResultSet):
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def _is_group_tuple(value: Any) -> bool:
+    """True for Celery's stored group form ``[[gid, parent], [members]]`` (vs a bare member list)."""
+    return (
+        isinstance(value, list | tuple) and len(value) == 2
+        and isinstance(value[0], list | tuple) and len(value[0]) == 2
+        and isinstance(value[0][0], str) and isinstance(value[1], list | tuple)
+    )
 
 
 def result_from_tuple(value: Any, app: Celery | None = None) -> Any:

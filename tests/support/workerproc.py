@@ -20,6 +20,10 @@ from celeriac import Celery
 
 app = Celery("proj", broker=os.environ["T_BROKER"], backend=os.environ.get("T_BACKEND"))
 app.conf.update(worker_hijack_root_logger=True)
+if os.environ.get("T_VT"):
+    app.conf.broker_transport_options = {"visibility_timeout": float(os.environ["T_VT"])}
+if os.environ.get("T_EXTENDED"):
+    app.conf.result_extended = True
 LOG = os.environ["T_LOG"]
 
 
@@ -82,6 +86,11 @@ async def async_add(x, y):
     return x + y
 
 
+@app.task(bind=True)
+def boom(self, text):
+    raise ValueError(text)
+
+
 @app.task(bind=True, max_retries=3, retry_backoff=False)
 def retry_twice(self, tag):
     record(f"try:{tag}:{self.request.retries}:{time.time()}")
@@ -94,7 +103,8 @@ def retry_twice(self, tag):
 class Project:
     """A temp dir with ``proj.py``, a SQLite broker and a log file counting executions."""
 
-    def __init__(self, root: Path, broker: str | None = None, backend: str | None = None) -> None:
+    def __init__(self, root: Path, broker: str | None = None, backend: str | None = None,
+                 **env: str) -> None:
         self.root = root
         self.log = root / "executions.log"
         self.log.touch()
@@ -107,12 +117,15 @@ class Project:
                     "PYTHONPATH": str(root)}
         if self.backend:
             self.env["T_BACKEND"] = self.backend
+        self.env.update(env)
         self._app = None
 
     @property
     def app(self):  # type: ignore[no-untyped-def]
         """The project's app, imported in the test process."""
         if self._app is None:
+            for key in ("T_VT", "T_EXTENDED", "T_BACKEND"):
+                os.environ.pop(key, None)
             os.environ.update({k: v for k, v in self.env.items() if k.startswith("T_")})
             sys.path.insert(0, str(self.root))
             sys.modules.pop("proj", None)

@@ -6,8 +6,6 @@ Runs its own redis-server (AOF on) on a free port, and always stops it by PID.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,64 +17,17 @@ from celeriac.exceptions import TransportError
 from celeriac.protocol.message import Outgoing
 from celeriac.transports.redis import RedisTransport
 from contract.transport_contract import msg
-from support.servers import port_open
+from support.redisserver import RedisServer, free_port
 from support.waiting import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class _Server:
-    def __init__(self, port: int, data_dir: Path) -> None:
-        self.port = port
-        self.data_dir = data_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-                "--dir",
-                str(self.data_dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: port_open("127.0.0.1", self.port, 0.2), timeout=10, what="redis-server up")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # SIGTERM: Redis flushes the AOF and exits
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
+def server(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed; install the redis-server package")
-    srv = _Server(_free_port(), tmp_path)
+    srv = RedisServer(free_port(), tmp_path)
     srv.start()
     try:
         yield srv
@@ -84,7 +35,7 @@ def server(tmp_path: Path) -> Iterator[_Server]:
         srv.stop()
 
 
-def test_restart_mid_publish_loses_nothing_confirmed(server: _Server) -> None:
+def test_restart_mid_publish_loses_nothing_confirmed(server: RedisServer) -> None:
     url = f"redis://127.0.0.1:{server.port}/0"
     t = RedisTransport(url, {"socket_connect_timeout": 0.5, "socket_timeout": 2})
     q = "restart-q"
@@ -136,7 +87,7 @@ def test_restart_mid_publish_loses_nothing_confirmed(server: _Server) -> None:
     t.close()
 
 
-def test_fetch_reconnects_after_restart(server: _Server) -> None:
+def test_fetch_reconnects_after_restart(server: RedisServer) -> None:
     url = f"redis://127.0.0.1:{server.port}/0"
     t = RedisTransport(url, {"socket_connect_timeout": 0.5})
     assert t.fetch(["rq"], 1, 0.2) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -258,3 +259,28 @@ def test_new_waiter_is_woken_at_once_despite_a_cached_listing(tmp_path: Path) ->
     finally:
         peer.close()
         wake.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_opens_its_own_connection(make_transport: MakeTransport) -> None:
+    t, q = make_transport(), qname()
+    assert t.fetch([q], 1, 0.05) == []  # the parent has a connection and a socket now
+    pid = os.fork()
+    if pid == 0:  # child: publish through the inherited transport object, then leave at once
+        code = 1
+        try:
+            t.publish(to_queue(q, msg("from-child")))
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+        got = drain(t, [q], 1)
+        assert [d.message.headers["n"] for d in got] == ["from-child"]
+        t.ack(got)
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

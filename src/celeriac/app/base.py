@@ -11,7 +11,9 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 from zoneinfo import ZoneInfo
@@ -54,6 +56,9 @@ _current: Celery | None = None
 _default: Celery | None = None
 _shared_constructors: list[Callable[[Celery], BaseTask[Any, Any]]] = []
 _state_lock = threading.RLock()
+#: Messages held back by ``Celery.publish_batch()`` in this context (None: publish at once).
+_pending_batch: ContextVar[list[Outgoing] | None] = ContextVar("celeriac_publish_batch",
+                                                               default=None)
 
 
 def current_app() -> Celery:
@@ -711,6 +716,10 @@ class Celery:
         retry_policy: Mapping[str, Any] | None = None,
     ) -> None:
         """Publish messages, retrying on connection errors per ``task_publish_retry_policy``."""
+        batch = _pending_batch.get()
+        if batch is not None:
+            batch.extend(items)
+            return
         policy = {**(self.conf.task_publish_retry_policy or {}), **(retry_policy or {})}
         max_retries = policy.get("max_retries", 3)
         interval = float(policy.get("interval_start", 0) or 0)
@@ -728,6 +737,22 @@ class Celery:
                 logger.warning("publish failed (%s); retry %d in %.1fs", exc, attempt, interval)
                 time.sleep(interval)
                 interval = min(interval + step, ceiling)
+
+    @contextmanager
+    def publish_batch(self) -> Iterator[None]:
+        """Hold back the messages published inside the block and send them in one transport
+        call when it ends (nothing is sent if it raises). Nested blocks join the outer one."""
+        if _pending_batch.get() is not None:
+            yield
+            return
+        batch: list[Outgoing] = []
+        token = _pending_batch.set(batch)
+        try:
+            yield
+        finally:
+            _pending_batch.reset(token)
+        if batch:
+            self.publish(batch, retry=bool(self.conf.task_publish_retry))
 
     # -- results ---------------------------------------------------------------------------------
     def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult[Any]:  # noqa: N802

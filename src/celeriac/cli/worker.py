@@ -227,10 +227,8 @@ def run_worker(obj: CLIContext, app: Any, opts: dict[str, Any]) -> int:
 
     options = worker_options(obj, opts)
     with broker_errors(obj):
-        node = Worker(app, options)
-        signals.celeryd_init.send(
-            sender=node.hostname, instance=node, conf=app.conf, options=dict(opts)
-        )
+        options.extra["cli_options"] = dict(opts)
+        node = Worker(app, options)  # sends celeryd_init before it reads any setting
         logging_state = setup_worker_logging(
             app,
             loglevel=opts["loglevel"],

@@ -77,8 +77,12 @@ class Worker:
         self.app = app
         self.options = options
         conf = app.conf
-        app.finalize()
         self.hostname = expand_hostname(options.hostname)
+        # Sent before anything reads the settings, so handlers can configure this node (Celery's
+        # per-hostname configuration pattern).
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=conf,
+                                  options=dict(options.extra.get("cli_options", {})))
+        app.finalize()
         self.pool_name = options.pool or conf.worker_pool or "prefork"
         concurrency = options.concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if options.autoscale:

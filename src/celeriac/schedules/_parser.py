@@ -84,11 +84,11 @@ class crontab_parser:
 
     def _parse_part(self, part: str) -> list[int]:
         if not part:
-            raise ParseException("empty part in crontab expression: expected e.g. '1,2' not '1,,2'")
+            raise ParseException("empty part in expression: expected e.g. '1,2' not '1,,2'")
         match = _PART.match(part)
         if match is None:
             raise ParseException(
-                f"invalid crontab expression {part!r}: expected '*', 'N', 'N-M' "
+                f"invalid expression {part!r}: expected '*', 'N', 'N-M' "
                 f"optionally followed by '/STEP'"
             )
         star, lo, hi, step = match.group("star", "lo", "hi", "step")
@@ -114,10 +114,10 @@ class crontab_parser:
 
     def _step(self, text: str, part: str) -> int:
         if not text:
-            raise ParseException(f"empty step in crontab expression {part!r}: expected '/N'")
+            raise ParseException(f"empty step in expression {part!r}: expected '/N'")
         if not text.isdigit() or int(text) == 0:
             raise ParseException(
-                f"invalid step {text!r} in crontab expression {part!r}: expected a positive integer"
+                f"invalid step {text!r} in expression {part!r}: expected a positive integer"
             )
         return int(text)
 
@@ -129,13 +129,11 @@ class crontab_parser:
                 value = _NAMES[text.lower()]
             except KeyError:
                 raise ParseException(
-                    f"invalid crontab value {text!r}: expected a number, "
+                    f"invalid value {text!r}: expected a number, "
                     f"a day name (mon, monday) or a month name (jan, january)"
                 ) from None
         if not self.min_ <= value <= self._highest:
-            raise ValueError(
-                f"crontab value {text!r} out of range: expected {self.min_}-{self._highest}"
-            )
+            raise ValueError(f"value {text!r} out of range: expected {self.min_}-{self._highest}")
         return value
 
 

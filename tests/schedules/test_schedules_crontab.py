@@ -14,8 +14,10 @@ from schedules_clock import Clock
 from celeriac.schedules import crontab, schedstate
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def runs(c: crontab, start: datetime, count: int) -> list[datetime]:

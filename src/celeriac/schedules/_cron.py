@@ -39,11 +39,11 @@ class crontab(BaseSchedule):
 
     def __init__(
         self,
-        minute: Cronspec = "*",
-        hour: Cronspec = "*",
-        day_of_week: Cronspec = "*",
-        day_of_month: Cronspec = "*",
-        month_of_year: Cronspec = "*",
+        minute: Cronspec | None = "*",
+        hour: Cronspec | None = "*",
+        day_of_week: Cronspec | None = "*",
+        day_of_month: Cronspec | None = "*",
+        month_of_year: Cronspec | None = "*",
         nowfun: NowFun | None = None,
         tz: tzinfo | str | None = None,
         app: AppLike | None = None,

@@ -107,6 +107,7 @@ class Task(Generic[P, R]):
             f"celeriac_request_{self.name}", default=None
         )
         self._signature_cache: inspect.Signature | None = None
+        self._checker: Callable[..., None] | None = None
         self._lock = threading.Lock()
 
     def bind(self, app: Celery) -> None:
@@ -163,8 +164,11 @@ class Task(Generic[P, R]):
 
     def check_arguments(self, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | None) -> None:
         """Raise TypeError in the caller when the arguments do not fit the function."""
+        checker = self._checker
+        if checker is None:
+            checker = self._checker = argument_checker(self._signature())
         try:
-            self._signature().bind(*(args or ()), **(kwargs or {}))
+            checker(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
 
@@ -473,6 +477,30 @@ def add_autoretry(task: Task[Any, Any]) -> None:
 
         task.run = run  # type: ignore[method-assign]
     task._signature_cache = inspect.signature(original)
+    task._checker = None
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "_d"
+
+
+def argument_checker(sig: inspect.Signature) -> Callable[..., None]:
+    """A do-nothing function with *sig*'s parameters: calling it raises Python's own TypeError
+    for wrong arguments, at the cost of a plain call (``Signature.bind`` is ~20x slower)."""
+    empty = inspect.Parameter.empty
+    params = [
+        p.replace(annotation=empty, default=_Default() if p.default is not empty else empty)
+        for p in sig.parameters.values()
+    ]
+    plain = sig.replace(parameters=params, return_annotation=empty)
+    namespace: dict[str, Any] = {"_d": None}
+    try:
+        exec(f"def check{plain}:\n    return None\n", namespace)  # noqa: S102 - built from a signature
+    except SyntaxError:  # a parameter name that is not an identifier: fall back to bind
+        return lambda *a, **kw: sig.bind(*a, **kw) and None
+    checker: Callable[..., None] = namespace["check"]
+    return checker
 
 
 def is_async_callable(fn: Any) -> bool:

@@ -33,7 +33,7 @@ from celeriac.exceptions import (
 )
 from celeriac.protocol.entities import Exchange, Queue
 from celeriac.protocol.message import Message, Outgoing
-from celeriac.protocol.task import TaskRequest, anon_nodename, build_v2
+from celeriac.protocol.task import TaskRequest, anon_nodename, build_v2, new_task_id
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.signals import Signal
 from celeriac.task import Task as BaseTask
@@ -592,23 +592,22 @@ class Celery:
                 AlwaysEagerIgnored, stacklevel=2,
             )
         task = task_type if task_type is not None else self._tasks.get(name)
-        task_id = task_id or str(uuid.uuid4())
-        args = list(args or ())
-        kwargs = dict(kwargs or {})
+        task_id = task_id or new_task_id()
+        args = list(args) if args else []
+        kwargs = dict(kwargs) if kwargs else {}
         parent = current_request.get() if add_to_parent else None
         if parent is not None and parent.id:
             parent_id = parent_id or parent.id
             root_id = root_id or parent.root_id or parent.id
         exchange, routing_key, queue, route = self._destination(name, args, kwargs, options, task)
         options = {**route, **options}
-        now = datetime.now(UTC)
         if countdown is not None:
-            eta = now + timedelta(seconds=float(countdown))
+            eta = datetime.now(UTC) + timedelta(seconds=float(countdown))
         elif eta is not None and eta.tzinfo is None:
             eta = eta.replace(tzinfo=UTC if conf.enable_utc else self.timezone)
         if expires is None and task is not None:
             expires = task.expires
-        expires_at, expires_in = self._expiry(expires, now, name)
+        expires_at, expires_in = self._expiry(expires, name)
         priority = options.pop("priority", None)
         if priority is None and task is not None:
             priority = task.priority
@@ -665,10 +664,11 @@ class Celery:
         return oid
 
     def _expiry(
-        self, expires: float | datetime | str | timedelta | None, now: datetime, name: str
+        self, expires: float | datetime | str | timedelta | None, name: str
     ) -> tuple[datetime | None, float | None]:
         if expires is None:
             return None, None
+        now = datetime.now(UTC)
         if isinstance(expires, str):
             expires = datetime.fromisoformat(expires)
         if isinstance(expires, timedelta):
@@ -699,10 +699,9 @@ class Celery:
             )
         if queue is not None:
             self._declare(queue)
-        retry = options.get("retry")
         self.publish(
             [Outgoing(message, exchange, routing_key)],
-            retry=self.conf.task_publish_retry if retry is None else retry,
+            retry=options.get("retry"),
             retry_policy=options.get("retry_policy"),
         )
         if signals.after_task_publish.has_listeners():
@@ -712,14 +711,28 @@ class Celery:
             )
 
     def publish(
-        self, items: Sequence[Outgoing], retry: bool = True,
+        self, items: Sequence[Outgoing], retry: bool | None = None,
         retry_policy: Mapping[str, Any] | None = None,
     ) -> None:
-        """Publish messages, retrying on connection errors per ``task_publish_retry_policy``."""
+        """Publish messages, retrying on connection errors per ``task_publish_retry_policy``
+        (``retry`` None: the ``task_publish_retry`` setting)."""
         batch = _pending_batch.get()
         if batch is not None:
             batch.extend(items)
             return
+        try:
+            self.transport.publish(items)
+            return
+        except OperationalError:
+            if retry is None:
+                retry = bool(self.conf.task_publish_retry)
+            if not retry:
+                raise
+        self._publish_retrying(items, retry_policy)
+
+    def _publish_retrying(
+        self, items: Sequence[Outgoing], retry_policy: Mapping[str, Any] | None
+    ) -> None:
         policy = {**(self.conf.task_publish_retry_policy or {}), **(retry_policy or {})}
         max_retries = policy.get("max_retries", 3)
         interval = float(policy.get("interval_start", 0) or 0)
@@ -732,7 +745,7 @@ class Celery:
                 return
             except OperationalError as exc:
                 attempt += 1
-                if not retry or (max_retries is not None and attempt > max_retries):
+                if max_retries is not None and attempt > max_retries:
                     raise
                 logger.warning("publish failed (%s); retry %d in %.1fs", exc, attempt, interval)
                 time.sleep(interval)

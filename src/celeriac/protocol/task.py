@@ -13,12 +13,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from celeriac.exceptions import InvalidTaskError
 from celeriac.protocol import compression, serialization
 from celeriac.protocol.message import Message
 
 EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
 REPR_LIMIT = 1024
+
+
+def new_task_id() -> str:
+    """A random (version 4) UUID string, formatted without the cost of a ``uuid.UUID`` object."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def anon_nodename(pid: int | None = None) -> str:
@@ -133,7 +143,13 @@ def build_v2(req: TaskRequest) -> Message:
         "chain": req.chain,
         "chord": req.chord,
     }
-    content_type, content_encoding, body = serialization.dumps([args, kwargs, embed], req.serializer)
+    body = _plain_json_body(args, kwargs, embed) if req.serializer == "json" else None
+    if body is not None:
+        content_type, content_encoding = "application/json", "utf-8"
+    else:
+        content_type, content_encoding, body = serialization.dumps(
+            [args, kwargs, embed], req.serializer
+        )
     if req.compression:
         body, headers["compression"] = compression.compress(body, req.compression)
     properties: dict[str, Any] = {
@@ -147,6 +163,22 @@ def build_v2(req: TaskRequest) -> Message:
     if req.extra_properties:
         properties.update(req.extra_properties)
     return Message(body, headers, properties, content_type, content_encoding)
+
+
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+_INT64 = 2**63
+
+
+def _plain_json_body(args: list[Any], kwargs: dict[str, Any], embed: dict[str, Any]) -> bytes | None:
+    """The JSON body straight from orjson when every value is a plain string, small int, bool or
+    None and nothing is embedded (the common ``delay(...)``); None means use the full encoder."""
+    if embed["callbacks"] or embed["errbacks"] or embed["chain"] or embed["chord"]:
+        return None
+    for value in (*args, *kwargs.values()):
+        kind = type(value)
+        if kind not in _PLAIN_TYPES or (kind is int and not -_INT64 <= value < _INT64):
+            return None
+    return orjson.dumps([args, kwargs, embed])
 
 
 @dataclass(slots=True)

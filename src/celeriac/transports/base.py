@@ -220,17 +220,23 @@ class Waker:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
+        self._waiters = 0
 
     @property
     def generation(self) -> int:
         return self._generation
 
     def notify(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
+        self._generation += 1  # read without the lock by waiters about to wait: see wait()
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
 
     def wait(self, seen_generation: int, timeout: float) -> bool:
         """Wait until the generation moves past *seen_generation* or *timeout* passes."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._generation != seen_generation, timeout)
+            self._waiters += 1
+            try:
+                return self._cond.wait_for(lambda: self._generation != seen_generation, timeout)
+            finally:
+                self._waiters -= 1

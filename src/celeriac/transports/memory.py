@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from celeriac.protocol.entities import Queue
@@ -155,11 +155,9 @@ class MemoryTransport(Transport):
         b = self._b
         with b.lock:
             for item in items:
-                message = replace(
-                    item.message,
-                    headers=dict(item.message.headers),
-                    properties=dict(item.message.properties),
-                )
+                src = item.message
+                message = Message(src.body, dict(src.headers), dict(src.properties),
+                                  src.content_type, src.content_encoding)
                 for queue in b.route(item.exchange, item.routing_key):
                     b.push(queue, message)
         b.waker.notify()

@@ -13,6 +13,7 @@ from celeriac.canvas import Signature, maybe_signature, signature, subtask
 from celeriac.protocol.entities import Exchange, Queue
 from celeriac.result import AsyncResult, GroupResult, ResultSet
 from celeriac.task import Task
+from celeriac.workflows import chain, chord, chunks, group, xmap, xstarmap
 
 __version__ = "0.1.0"
 VERSION = (0, 1, 0)
@@ -52,12 +53,18 @@ __all__ = [
     "ResultSet",
     "Signature",
     "Task",
+    "chain",
+    "chord",
+    "chunks",
     "current_app",
     "current_task",
+    "group",
     "maybe_signature",
     "shared_task",
     "signature",
     "states",
     "subtask",
     "uuid",
+    "xmap",
+    "xstarmap",
 ]

@@ -295,3 +295,15 @@ maybe_signature = signature
 
 
 SIGNATURE_TYPES[None] = Signature
+
+
+_WORKFLOW_NAMES = ("chain", "chord", "chunks", "group", "xmap", "xstarmap", "_chain")
+
+
+def __getattr__(name: str) -> Any:
+    # The primitives live in celeriac.workflows, which imports this module: load them lazily.
+    if name in _WORKFLOW_NAMES:
+        import celeriac.workflows
+
+        return getattr(celeriac.workflows, name)
+    raise AttributeError(f"module 'celeriac.canvas' has no attribute {name!r}")

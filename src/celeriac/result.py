@@ -345,6 +345,14 @@ class ResultSet:
         for result in self.results:
             result.forget()
 
+    def maybe_throw(self, propagate: bool = True) -> None:
+        """Raise the first failed member's exception (without waiting)."""
+        for result, meta in zip(self.results, self._metas(), strict=True):
+            if propagate and meta["status"] in states.PROPAGATE_STATES:
+                raise result._as_exception(meta["result"], meta)
+
+    maybe_reraise = maybe_throw
+
     def revoke(self, terminate: bool = False, signal: str | None = None, **kwargs: Any) -> None:
         self.app.control.revoke([r.id for r in self.results], terminate=terminate, signal=signal)
 

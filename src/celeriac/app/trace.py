@@ -216,6 +216,14 @@ class Tracer:
                 logger.exception("Task %s[%s]: storing its failure failed", task.name, request.id)
         if request.chord:
             self.app.on_chord_part_return(request, states.FAILURE, exc)
+        if request.chain and backend is not None:
+            # The rest of the chain will never run: fail its results so waiters see the error.
+            from celeriac.workflows import fail_steps
+
+            try:
+                fail_steps(self.app, list(request.chain), exc, einfo.traceback)
+            except Exception:
+                logger.exception("Task %s[%s]: failing its chain failed", task.name, request.id)
         self._call_errbacks(request, exc, einfo)
         task.on_failure(exc, str(request.id), args, kwargs, einfo)
         if signals.task_failure.has_listeners():

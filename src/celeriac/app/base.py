@@ -22,9 +22,11 @@ from celeriac import signals
 from celeriac.app.backend import ResultBackend
 from celeriac.app.config import Settings
 from celeriac.app.context import current_request, current_task_var
+from celeriac.app.control import Control
 from celeriac.app.registry import TaskRegistry
 from celeriac.app.routing import Router
 from celeriac.backends import create_store
+from celeriac.events.receiver import AppEvents
 from celeriac.exceptions import (
     AlwaysEagerIgnored,
     ImproperlyConfigured,
@@ -168,6 +170,8 @@ class Celery:
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.on_after_fork = Signal("app.on_after_fork")
         self._task_base: type[BaseTask[Any, Any]] | None = None
+        self._control: Control | None = None
+        self._events: AppEvents | None = None
         with _state_lock:
             _apps.add(self)
             for constructor in list(_shared_constructors):
@@ -640,10 +644,25 @@ class Celery:
             delivery_mode=2 if conf.task_default_delivery_mode in (2, "persistent") else 1,
         ))
         self._publish_task(name, message, exchange, routing_key, queue, options)
+        self.events.task_sent(message, exchange, routing_key, queue)  # with task_send_sent_event
         result = (result_cls or AsyncResult)(task_id, task_name=name, app=self)
         if parent is not None and add_to_parent:
             parent.children.append(result)
         return result
+
+    @property
+    def control(self) -> Control:
+        """Remote control of workers: ``app.control.revoke(id)``, ``app.control.inspect()``."""
+        if self._control is None:
+            self._control = Control(self)
+        return self._control
+
+    @property
+    def events(self) -> AppEvents:
+        """Event helpers: ``app.events.Receiver(...)``, ``app.events.State()``."""
+        if self._events is None:
+            self._events = AppEvents(self)
+        return self._events
 
     @property
     def _origin(self) -> str:

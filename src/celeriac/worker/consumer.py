@@ -145,8 +145,13 @@ class Consumer:
         else:
             self._ready(request)
 
+    def _is_revoked(self, request: Request) -> bool:
+        return request.id in self.worker.state.revoked or self.worker.control.revoked_by_stamp(
+            request
+        )
+
     def _skip_if_revoked_or_expired(self, request: Request) -> bool:
-        if request.id in self.worker.state.revoked:
+        if self._is_revoked(request):
             self._revoke(request, expired=False)
             return True
         if request.expired():
@@ -167,7 +172,8 @@ class Consumer:
         signals.task_revoked.send(sender=request.task, request=request, terminated=terminated,
                                   signum=signum, expired=expired)
         self.worker.events.task_revoked(request, terminated, signum, expired)
-        self.ack(request.delivery)
+        if not request.acknowledged:
+            self.ack(request.delivery)
 
     def _hold_eta(self, request: Request, delay: float) -> None:
         assert self.loop is not None
@@ -214,7 +220,7 @@ class Consumer:
         pool = self.pool
         while self.ready and pool.free_slots > 0 and not self.cold:
             request = self.ready.popleft()
-            if request.id in self.worker.state.revoked:
+            if self._is_revoked(request):
                 self._revoke(request, expired=False)
                 continue
             self.active[request.id] = request
@@ -238,6 +244,12 @@ class Consumer:
             return
         self.worker.state.task_done(job.name)
         state = result.state
+        signum = self.worker.control.terminated.pop(job.id, None)
+        if signum is not None and state in (states.FAILURE, WORKER_LOST):
+            # Stopped by revoke(terminate=True): REVOKED, not a failure or a lost worker.
+            self._revoke(request, expired=False, terminated=True, signum=signum)
+            self.dispatch()
+            return
         if state == WORKER_LOST:
             self._worker_lost(request, result)
         elif state == states.REJECTED:

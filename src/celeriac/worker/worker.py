@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import signals
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.worker.consumer import Consumer
+from celeriac.worker.control import ControlNode
 from celeriac.worker.events import WorkerEvents
 from celeriac.worker.pools import PoolOptions, pool_class
 from celeriac.worker.state import WorkerState
@@ -115,6 +116,7 @@ class Worker:
             conf.worker_send_task_events
         )
         self.events = WorkerEvents(self, task_events=send_events)
+        self.control = ControlNode(self)  # remote control; loads --statedb revoked ids
         self.consumer: Consumer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
@@ -184,8 +186,16 @@ class Worker:
         signals.worker_init.send(sender=self)
         for name in self.queue_names:
             await loop.run_in_executor(None, self.app.transport.declare, self.app.queue_for(name))
+        # Mingle (revoked ids from running workers) overlaps the pool start; both end before
+        # the first fetch, so a task revoked earlier never runs here.
+        mingle = None
+        if not self.options.extra.get("without_mingle"):
+            mingle = asyncio.create_task(self.control.mingle(self._mingle_timeout()))
         await self.pool.start(loop)
+        if mingle is not None:
+            await mingle
         self.consumer = Consumer(self)
+        await self.control.start()
         self.started_at = datetime.now()
         self._background = [
             asyncio.create_task(self.consumer.run(), name="consumer"),
@@ -202,6 +212,13 @@ class Worker:
         await self._stop.wait()
         await self._shutdown()
 
+    def _mingle_timeout(self) -> float:
+        timeout = self.options.extra.get("mingle_timeout")
+        if timeout is not None:
+            return float(timeout)
+        # In-process brokers can only have sibling workers in this process: they answer at once.
+        return 1.0 if self.app.transport.shared_across_processes else 0.1
+
     async def _renew_leases(self) -> None:
         transport = self.app.transport
         period = max(0.2, min(transport.visibility_timeout / 4.0, 60.0))
@@ -216,12 +233,12 @@ class Worker:
                         logger.error("renewing leases failed: %r", exc)
 
     async def _autoscale(self) -> None:
-        assert self.options.autoscale is not None
-        high, low = self.options.autoscale
         idle_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1.0)
+            assert self.options.autoscale is not None
+            high, low = self.options.autoscale  # re-read: the autoscale command changes it
             consumer = self.consumer
             if consumer is None:
                 continue
@@ -300,6 +317,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await consumer.flush()
+        await self.control.stop()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.events.offline)
         consumer.close()

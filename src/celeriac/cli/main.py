@@ -9,9 +9,13 @@ import click
 
 from celeriac.cli.base import APP_ENVVARS, CLIContext
 from celeriac.cli.call import call
+from celeriac.cli.control import control
 from celeriac.cli.dlq import dlq
+from celeriac.cli.events import events
+from celeriac.cli.inspect import inspect
 from celeriac.cli.purge import purge
 from celeriac.cli.result import result
+from celeriac.cli.status import status
 from celeriac.cli.worker import worker
 
 VERSION = "0.1.0"
@@ -123,6 +127,8 @@ def celeriac(
 
 
 for _command in (worker, call, purge, result, dlq):
+    celeriac.add_command(_command)
+for _command in (inspect, control, status, events):
     celeriac.add_command(_command)
 
 

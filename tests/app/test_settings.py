@@ -29,6 +29,7 @@ CELERIAC_ONLY = {
     "worker_eta_park_threshold": 60.0,
     "result_record_pending": False,
     "beat_catch_up": "once",
+    "beat_lock_url": None,
 }
 
 

@@ -426,7 +426,6 @@ def test_worker_defaults_and_quiet(
     ("args", "message"),
     [
         (["-D"], "-D/--detach is not supported"),
-        (["-B"], "-B/--beat is not available yet"),
         (["--uid", "nobody"], "--uid is not supported"),
         (["-P", "eventlet"], "'eventlet' is not one of"),
         (["--autoscale", "3,10"], "MAX (3) is smaller than MIN (10)"),

@@ -5,7 +5,7 @@ set, for translating Celery 3/4 uppercase names, and for the settings list in
 ``docs/configuration.md`` (see :func:`settings_markdown_table`).
 
 Names and defaults are Celery 5.7's, so a Celery configuration module works unchanged. The only
-additions are four celeriac settings (marked "celeriac" in the docs). ``broker_url`` and
+additions are five celeriac settings (marked "celeriac" in the docs). ``broker_url`` and
 ``result_backend`` default to ``None`` as in Celery; the app layer reads ``None`` as "use the
 embedded SQLite file" instead of Celery's AMQP on localhost.
 """
@@ -468,6 +468,9 @@ _TABLE: list[Setting] = [
            "Seconds a missed crontab run may be late and still run at start."),
         _e("catch_up", "once", choice("once", "all", "skip"),
            "Missed runs after downtime: run once, run all, or skip them.", celeriac=True),
+        _e("lock_url", None, STR,
+           "Redis or SQLite URL for beat's leader lock and state; None: the broker.",
+           celeriac=True),
     ),
     *_group(
         "event",

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from celeriac.cli.base import APP_ENVVARS, CLIContext
+from celeriac.cli.beat import beat
 from celeriac.cli.call import call
 from celeriac.cli.control import control
 from celeriac.cli.dlq import dlq
@@ -126,7 +127,7 @@ def celeriac(
     )
 
 
-for _command in (worker, call, purge, result, dlq):
+for _command in (worker, beat, call, purge, result, dlq):
     celeriac.add_command(_command)
 for _command in (inspect, control, status, events):
     celeriac.add_command(_command)

@@ -120,7 +120,7 @@ def _unsupported(flag: str, why: str) -> click.UsageError:
 @click.option("--heartbeat-interval", type=float, help="Accepted; passed as options.extra.")
 @click.option("--autoscale", type=Autoscale(), help="MAX,MIN pool size, e.g. 10,3.")
 # -- embedded beat
-@click.option("-B", "--beat", is_flag=True, help="Not available yet (run beat separately).")
+@click.option("-B", "--beat", is_flag=True, help="Also run beat in this worker (development only).")
 @click.option("-s", "--schedule-filename", "--schedule", help="Beat schedule file (with -B).")
 @click.option("--scheduler", help="Beat scheduler class (with -B).")
 # -- daemonization
@@ -163,11 +163,6 @@ def _reject_unsupported(opts: dict[str, Any]) -> None:
             "run the worker in the foreground under a process "
             "supervisor (systemd, supervisord, a container runtime) instead",
         )
-    if opts["beat"]:
-        raise click.UsageError(
-            "-B/--beat is not available yet in celeriac: run "
-            "'celeriac beat' as a separate process once it lands"
-        )
     for flag in ("uid", "gid"):
         if opts[flag]:
             raise _unsupported(
@@ -183,6 +178,7 @@ def worker_options(obj: CLIContext, opts: dict[str, Any]) -> Any:
 
     extra: dict[str, Any] = {"loglevel": opts["loglevel"], "logfile": opts["logfile"]}
     for key in (
+        "beat",
         "statedb",
         "heartbeat_interval",
         "schedule_filename",
@@ -244,6 +240,12 @@ def run_worker(obj: CLIContext, app: Any, opts: dict[str, Any]) -> int:
             )
         if not obj.quiet:
             click.echo(node.banner(), color=False if obj.no_color else None)
+        if opts["beat"]:
+            click.echo(
+                "WARNING: -B runs beat inside this worker. That is for development: in production "
+                "run 'celeriac beat' as its own process (any number may run; one leads).",
+                err=True,
+            )
         if not logging_state.custom and app.conf.get("worker_redirect_stdouts", True):
             sys.stdout.flush()
             redirect_stdouts(app.conf.get("worker_redirect_stdouts_level") or "WARNING")

@@ -127,6 +127,8 @@ class Worker:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.started_at: datetime | None = None
+        #: The embedded beat (``-B``), started with the consumer.
+        self.beat: Any = None
 
     # -- configuration ---------------------------------------------------------------------------
     def _select_queues(self, wanted: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
@@ -205,6 +207,8 @@ class Worker:
         ]
         if self.options.autoscale:
             self._background.append(asyncio.create_task(self._autoscale(), name="autoscale"))
+        if self.options.extra.get("beat"):
+            self._start_beat()
         await loop.run_in_executor(None, self.events.online)
         logger.info("%s ready.", self.hostname)
         self.ready.set()
@@ -218,6 +222,17 @@ class Worker:
             return float(timeout)
         # In-process brokers can only have sibling workers in this process: they answer at once.
         return 1.0 if self.app.transport.shared_across_processes else 0.1
+
+    def _start_beat(self) -> None:
+        from celeriac.beat.service import EmbeddedService
+
+        extra = self.options.extra
+        self.beat = EmbeddedService(
+            self.app,
+            schedule_filename=extra.get("schedule_filename"),
+            scheduler_cls=extra.get("scheduler"),
+        )
+        self.beat.start()
 
     async def _renew_leases(self) -> None:
         transport = self.app.transport
@@ -305,6 +320,8 @@ class Worker:
         consumer = self.consumer
         assert consumer is not None
         consumer.stopping = True
+        if self.beat is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.beat.stop)
         returned = consumer.give_back_unstarted()
         if returned:
             logger.info("gave %d unstarted task(s) back to the broker", returned)

@@ -1,0 +1,186 @@
+"""Messages as AMQP 0-9-1 content: basic properties, a header table, a raw body.
+
+Celery (through py-amqp) writes floats in header tables as doubles (``d``), strings as long strings
+(``S``) and ``None`` as void (``V``). pamqp writes floats as single precision (``f``), which would
+corrupt times such as a pidbox request's ``expires``, so header tables are encoded here, the way
+py-amqp does, and only the rest of the properties are left to pamqp.
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from pamqp import commands as spec
+from pamqp import encode
+
+from celeriac.exceptions import TransportError
+from celeriac.protocol.message import Message
+
+#: Message properties that exist in AMQP; anything else is dropped on the way out, as py-amqp does.
+AMQP_PROPERTIES = (
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+)
+
+_DOUBLE = struct.Struct(">d")
+_LONG = struct.Struct(">I")
+
+
+def _int(value: int) -> bytes:
+    # py-amqp's choice: a 32-bit int when it fits, else a signed 64-bit one.
+    if -2147483648 <= value <= 2147483647:
+        return b"I" + struct.pack(">i", value)
+    if -9223372036854775808 <= value <= 9223372036854775807:
+        return b"l" + struct.pack(">q", value)
+    raise TypeError(f"integer {value} does not fit in 64 bits")
+
+
+def _value(value: Any) -> bytes:
+    if value is None:
+        return b"V"
+    if isinstance(value, bool):
+        return b"t" + (b"\x01" if value else b"\x00")
+    if isinstance(value, int):
+        return _int(value)
+    if isinstance(value, float):
+        return b"d" + _DOUBLE.pack(value)
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+        return b"S" + _LONG.pack(len(raw)) + raw
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        return b"S" + _LONG.pack(len(raw)) + raw
+    if isinstance(value, Mapping):
+        return b"F" + encode_table(value)
+    if isinstance(value, list | tuple):
+        items = b"".join(_value(v) for v in value)
+        return b"A" + _LONG.pack(len(items)) + items
+    if isinstance(value, Decimal):
+        return b"D" + encode.decimal(value)
+    if isinstance(value, datetime.datetime):
+        return b"T" + encode.timestamp(value)
+    raise TypeError(f"{type(value).__name__} value {value!r} cannot go in an AMQP header table")
+
+
+def encode_table(table: Mapping[str, Any]) -> bytes:
+    """An AMQP field table, py-amqp style (floats as doubles)."""
+    parts = []
+    for key, value in table.items():
+        name = str(key).encode("utf-8")
+        if len(name) > 255:
+            raise TypeError(f"header name {key!r} is longer than 255 bytes")
+        try:
+            parts.append(bytes((len(name),)) + name + _value(value))
+        except TypeError as exc:
+            raise TypeError(f"header {key!r}: {exc}") from exc
+    body = b"".join(parts)
+    return _LONG.pack(len(body)) + body
+
+
+class WireProperties(spec.Basic.Properties):
+    """Basic properties whose header table is encoded by :func:`encode_table`.
+
+    aiormq fills in a random ``message_id`` when none is set; Celery sends none, so unless the
+    message had its own, that id is left off the wire.
+    """
+
+    def __init__(self, *, keep_message_id: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.__dict__["_keep_message_id"] = keep_message_id
+
+    def encode_property(self, name: str, value: Any) -> bytes:
+        if name == "headers":
+            return encode_table(value)
+        return super().encode_property(name, value)
+
+    def marshal(self) -> bytes:
+        if not self.__dict__.get("_keep_message_id", True):
+            saved, self.message_id = self.message_id, None
+            try:
+                return super().marshal()
+            finally:
+                self.message_id = saved
+        return super().marshal()
+
+
+def to_properties(message: Message, default_delivery_mode: int = 2) -> WireProperties:
+    """The AMQP properties for *message* (``expiration`` always as a string of milliseconds)."""
+    props = message.properties
+    kwargs: dict[str, Any] = {
+        "content_type": message.content_type or None,
+        "content_encoding": message.content_encoding or None,
+        "headers": message.headers,
+        "delivery_mode": int(props.get("delivery_mode") or default_delivery_mode),
+    }
+    priority = props.get("priority")
+    if priority is not None:
+        kwargs["priority"] = max(0, min(int(priority), 255))
+    for key in ("correlation_id", "reply_to", "message_id", "user_id", "app_id"):
+        value = props.get(key)
+        if value is not None and value != "":
+            kwargs[key] = str(value)
+    if props.get("type"):
+        kwargs["message_type"] = str(props["type"])
+    expiration = props.get("expiration")
+    if expiration is not None and expiration != "":
+        kwargs["expiration"] = (
+            expiration if isinstance(expiration, str) else str(int(float(expiration)))
+        )
+    timestamp = props.get("timestamp")
+    if isinstance(timestamp, int | float):
+        kwargs["timestamp"] = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    elif isinstance(timestamp, datetime.datetime):
+        kwargs["timestamp"] = timestamp
+    try:
+        wire = WireProperties(keep_message_id="message_id" in kwargs, **kwargs)
+        wire.marshal()  # fail here, naming the header, not deep inside the client
+    except (TypeError, ValueError) as exc:
+        raise TransportError(f"message cannot be sent over AMQP: {exc}") from exc
+    return wire
+
+
+def _plain(value: Any) -> Any:
+    """Header values as JSON-friendly Python (bytearray → bytes, Decimal → float)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def from_properties(body: bytes, props: spec.Basic.Properties) -> Message:
+    """The Message carried by an AMQP delivery."""
+    properties: dict[str, Any] = {}
+    for key in ("delivery_mode", "priority", "correlation_id", "reply_to", "expiration",
+                "message_id", "user_id", "app_id"):
+        value = getattr(props, key, None)
+        if value is not None:
+            properties[key] = value
+    if props.message_type is not None:
+        properties["type"] = props.message_type
+    if props.timestamp is not None:
+        properties["timestamp"] = props.timestamp.timestamp()
+    headers = props.headers
+    return Message(
+        body=bytes(body),
+        headers=_plain(headers) if headers else {},
+        properties=properties,
+        content_type=props.content_type or "application/data",
+        content_encoding=props.content_encoding or "binary",
+    )

@@ -7,6 +7,7 @@ twice would be a double send.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -18,8 +19,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from support.workerproc import Project, kill_tree, stop
+
 from support.waiting import wait_for
+from support.workerproc import Project, kill_tree, stop
 
 REDIS_DB = 8
 SEND = re.compile(r"Sending due task (\S+) \(\S+\) due=(\S+)")
@@ -48,16 +50,33 @@ def configure(project: Project, every: float) -> None:
 def beat(project: Project, *args: str, name: str = "beat") -> Iterator[subprocess.Popen[bytes]]:
     """``celeriac -A proj --config beatconf beat -l info ARGS``; stopped by PID at the end."""
     log = project.root / f"{name}.log"
-    out = open(log, "ab")
+    out = open(log, "ab")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celeriac", "-A", "proj", "--config", "beatconf", "beat", "-l",
-         "info", *args],
-        cwd=project.root, env=project.env, stdout=out, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celeriac",
+            "-A",
+            "proj",
+            "--config",
+            "beatconf",
+            "beat",
+            "-l",
+            "info",
+            *args,
+        ],
+        cwd=project.root,
+        env=project.env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     proc.log_path = log  # type: ignore[attr-defined]
     try:
-        wait_for(lambda: b"beat: Starting" in log.read_bytes() or proc.poll() is not None,
-                 timeout=20, what=f"{name} started")
+        wait_for(
+            lambda: b"beat: Starting" in log.read_bytes() or proc.poll() is not None,
+            timeout=20,
+            what=f"{name} started",
+        )
         assert proc.poll() is None, log.read_text()
         yield proc
     finally:
@@ -95,8 +114,11 @@ def test_one_second_interval_runs_about_n_times_in_n_seconds(project: Project) -
         wait_for(lambda: time.monotonic() - start >= 5.0, timeout=10, interval=0.1)
         ran = executions(project) - first
         assert 4 <= ran <= 6, ran
-        wait_for(lambda: executions(project) == len(sends(project)), timeout=10,
-                 what="every send executed")
+        wait_for(
+            lambda: executions(project) == len(sends(project)),
+            timeout=10,
+            what="every send executed",
+        )
     assert_no_double_send(project)
 
 
@@ -108,8 +130,11 @@ def test_standby_takes_over_when_the_leader_is_killed(project: Project) -> None:
         first = stack.enter_context(beat(project, "--lock-timeout", str(ttl), name="beat-a"))
         wait_for(lambda: leading(first), timeout=10, what="beat-a leads")
         second = stack.enter_context(beat(project, "--lock-timeout", str(ttl), name="beat-b"))
-        wait_for(lambda: b"Standing by" in Path(second.log_path).read_bytes(),  # type: ignore[attr-defined]
-                 timeout=10, what="beat-b stands by")
+        wait_for(
+            lambda: b"Standing by" in Path(second.log_path).read_bytes(),  # type: ignore[attr-defined]
+            timeout=10,
+            what="beat-b stands by",
+        )
         wait_for(lambda: executions(project) >= 3, timeout=15, what="runs under beat-a")
         before = len(sends(project))
         os.kill(first.pid, signal.SIGKILL)
@@ -119,12 +144,15 @@ def test_standby_takes_over_when_the_leader_is_killed(project: Project) -> None:
         took = time.monotonic() - killed_at
         assert took <= ttl + 2.0, took
         wait_for(lambda: len(sends(project)) >= before + 3, timeout=10, what="runs under beat-b")
-        wait_for(lambda: executions(project) == len(sends(project)), timeout=10,
-                 what="every send executed")
+        wait_for(
+            lambda: executions(project) == len(sends(project)),
+            timeout=10,
+            what="every send executed",
+        )
     assert_no_double_send(project)
     # At most one interval's worth of runs lost: the missed ones are sent once on takeover.
     stamps = sorted(time_of(due) for _, due in sends(project))
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert max(gaps) <= ttl + 2.0, gaps
 
 
@@ -143,8 +171,9 @@ def test_restart_neither_repeats_nor_skips(project: Project) -> None:
         # Restart at once: the last run is not sent again.
         with beat(project, name="beat-2") as again:
             wait_for(lambda: leading(again), timeout=10, what="beat-2 leads")
-            wait_for(lambda: len(sends(project)) >= len(sent_before) + 1, timeout=10,
-                     what="next run")
+            wait_for(
+                lambda: len(sends(project)) >= len(sent_before) + 1, timeout=10, what="next run"
+            )
             assert sends(project)[: len(sent_before)] == sent_before
         last = time_of(sends(project)[-1][1])
         # Down for more than two intervals: one catch-up run at the next start.
@@ -152,10 +181,12 @@ def test_restart_neither_repeats_nor_skips(project: Project) -> None:
         count = len(sends(project))
         with beat(project, name="beat-3") as third:
             wait_for(lambda: len(sends(project)) > count, timeout=5, what="catch-up run")
-            assert b"sending one (beat_catch_up=once)" in Path(
-                third.log_path).read_bytes()  # type: ignore[attr-defined]
-        wait_for(lambda: executions(project) == len(sends(project)), timeout=10,
-                 what="every send executed")
+            assert b"sending one (beat_catch_up=once)" in Path(third.log_path).read_bytes()  # type: ignore[attr-defined]
+        wait_for(
+            lambda: executions(project) == len(sends(project)),
+            timeout=10,
+            what="every send executed",
+        )
     assert_no_double_send(project)
 
 
@@ -183,9 +214,25 @@ def test_worker_with_embedded_beat(project: Project) -> None:
     log = project.root / "worker-b.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "-A", "proj", "worker", "-B", "-l", "info",
-             "-P", "threads", "-c", "2"],
-            cwd=project.root, env=project.env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celeriac",
+                "-A",
+                "proj",
+                "worker",
+                "-B",
+                "-l",
+                "info",
+                "-P",
+                "threads",
+                "-c",
+                "2",
+            ],
+            cwd=project.root,
+            env=project.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_for(lambda: executions(project) >= 2, timeout=20, what="runs from worker -B")

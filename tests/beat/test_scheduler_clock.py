@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,8 +38,9 @@ class Recording(Scheduler):
         self.sent: list[tuple[str, datetime, Any, dict[str, Any]]] = []
         super().__init__(*args, **kwargs)
 
-    def apply_async(self, entry: ScheduleEntry, producer: Any = None, advance: bool = True,
-                    **kwargs: Any) -> Any:
+    def apply_async(
+        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
         self.sent.append((str(entry.name), self.app.now(), entry.args, dict(entry.options)))
         return None
 
@@ -90,7 +92,7 @@ def test_interval_runs_once_per_period_and_sleeps_until_due(app: Celery, clock: 
     assert len(sched.sent) == 11
     # No drift: each run is exactly one period after the previous.
     times = [s[1] for s in sched.sent]
-    assert all(b - a == timedelta(seconds=10) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == timedelta(seconds=10) for a, b in itertools.pairwise(times))
 
 
 def test_schedule_forms_and_options(app: Celery, clock: Clock) -> None:
@@ -99,8 +101,12 @@ def test_schedule_forms_and_options(app: Celery, clock: Clock) -> None:
         "td": {"task": "t.td", "schedule": timedelta(seconds=7)},
         "obj": {"task": "t.o", "schedule": schedule(11)},
         "rel": {"task": "t.r", "schedule": timedelta(minutes=1), "relative": True},
-        "opts": {"task": "t.q", "schedule": 30, "kwargs": {"x": 1},
-                 "options": {"queue": "hi", "priority": 5, "expires": 20}},
+        "opts": {
+            "task": "t.q",
+            "schedule": 30,
+            "kwargs": {"x": 1},
+            "options": {"queue": "hi", "priority": 5, "expires": 20},
+        },
     }
     sched = Recording(app)
     run(sched, clock, 60)
@@ -127,7 +133,11 @@ def test_crontab_fires_at_the_right_minute(app: Celery, clock: Clock) -> None:
     fired = {(s[0], s[1].strftime("%H:%M:%S")) for s in sched.sent}
     assert ("at-12:05", "12:05:00") in fired
     assert [s[1].strftime("%H:%M") for s in sched.sent if s[0] == "every-2-min"] == [
-        "12:00", "12:02", "12:04", "12:06"]
+        "12:00",
+        "12:02",
+        "12:04",
+        "12:06",
+    ]
 
 
 def test_crontab_in_the_app_timezone(clock: Clock) -> None:
@@ -231,8 +241,10 @@ def test_new_entry_anchor_survives_restart(app: Celery, clock: Clock) -> None:
 def test_two_schedulers_on_one_store_send_each_run_once(app: Celery, clock: Clock) -> None:
     """Both believe they lead (a lock lost mid-tick): claims still let one send."""
     store = MemoryStateStore(uuid.uuid4().hex)
-    app.conf.beat_schedule = {"e": {"task": "t.e", "schedule": 1.0},
-                              "c": {"task": "t.c", "schedule": crontab()}}
+    app.conf.beat_schedule = {
+        "e": {"task": "t.e", "schedule": 1.0},
+        "c": {"task": "t.c", "schedule": crontab()},
+    }
     a = Recording(app, store=store)
     b = Recording(app, store=store)
     for _ in range(300):
@@ -260,8 +272,9 @@ def test_stale_view_cannot_claim(app: Celery, clock: Clock) -> None:
 
 
 def test_scheduler_sends_real_messages(app: Celery, clock: Clock) -> None:
-    app.conf.beat_schedule = {"e": {"task": "t.e", "schedule": 1.0, "args": (3,),
-                                    "options": {"queue": "beatq"}}}
+    app.conf.beat_schedule = {
+        "e": {"task": "t.e", "schedule": 1.0, "args": (3,), "options": {"queue": "beatq"}}
+    }
     sched = Scheduler(app)
     run(sched, clock, 3)
     assert app.transport.queue_length("beatq") == 3

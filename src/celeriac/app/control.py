@@ -109,7 +109,7 @@ class Control:
         destination: str | Sequence[str] | None = None,
         connection: Any = None,
         reply: bool = False,
-        timeout: float = 1.0,
+        timeout: float | None = 1.0,
         limit: int | None = None,
         callback: Callback | None = None,
         channel: Any = None,
@@ -125,6 +125,7 @@ class Control:
         """
         if matcher is not None and matcher not in MATCHERS:
             raise ValueError(f"matcher {matcher!r} is not one of {MATCHERS}")
+        timeout = 1.0 if timeout is None else float(timeout)
         dest = _as_list(destination)
         if dest is not None and limit is None:
             limit = len(dest)

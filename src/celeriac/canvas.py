@@ -162,7 +162,9 @@ class Signature(dict[str, Any], Generic[P, R]):
     partial = clone
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Signature[P, R]:
-        cls = SIGNATURE_TYPES.get(self.get("subtask_type"), type(self))
+        kind = self.get("subtask_type")
+        # Subclasses with no subtask_type on the wire (xmap, chunks) keep their own class.
+        cls = SIGNATURE_TYPES.get(kind, type(self)) if kind is not None else type(self)
         new = cls.__new__(cls)
         dict.__init__(new, {k: copy.deepcopy(v, memo) for k, v in self.items()})
         new._app, new._type = self._app, self._type

@@ -4,12 +4,12 @@ real in-process worker (``env`` fixture)."""
 from __future__ import annotations
 
 import pytest
-from conftest import ERRBACK_CALLS, Tasks
-from support.waiting import wait_for
+from canvas_tasks import ERRBACK_CALLS, Tasks
 
 from celeriac import chain, chord, group
 from celeriac.exceptions import ChordError
 from celeriac.result import GroupResult
+from support.waiting import wait_for
 
 T = 20  # seconds: the most any scenario waits
 
@@ -43,8 +43,9 @@ def test_chain_failure_stops_and_propagates(env: Tasks) -> None:
     with pytest.raises(ValueError, match="kaboom"):
         result.get(timeout=T)
     failed_id = result.parent.id  # type: ignore[union-attr]
-    wait_for(lambda: ("record_error", failed_id) in ERRBACK_CALLS, timeout=T,
-             what="the chain's errback")
+    wait_for(
+        lambda: ("record_error", failed_id) in ERRBACK_CALLS, timeout=T, what="the chain's errback"
+    )
     assert ERRBACK_CALLS.count(("record_error", failed_id)) == 1
 
 
@@ -52,9 +53,13 @@ def test_errback_with_request_signature_runs_in_process(env: Tasks) -> None:
     result = env.boom.apply_async((1,), link_error=env.on_error_request.s())
     with pytest.raises(ValueError):
         result.get(timeout=T)
+
     def seen() -> list[str]:
-        return [exc for name, (task_id, exc) in list(ERRBACK_CALLS)
-                if name == "on_error_request" and task_id == result.id]
+        return [
+            exc
+            for name, (task_id, exc) in list(ERRBACK_CALLS)
+            if name == "on_error_request" and task_id == result.id
+        ]
 
     assert "kaboom" in wait_for(seen, timeout=T, what="the errback")[0]
 
@@ -126,8 +131,9 @@ def test_chord_header_failure_fails_body_with_chord_error(env: Tasks) -> None:
     result = workflow.apply_async()
     with pytest.raises(ChordError, match=r"Dependency .* raised ValueError\('kaboom'\)"):
         result.get(timeout=T)
-    wait_for(lambda: ("record_error", result.id) in ERRBACK_CALLS, timeout=T,
-             what="the body's errback")
+    wait_for(
+        lambda: ("record_error", result.id) in ERRBACK_CALLS, timeout=T, what="the body's errback"
+    )
 
 
 def test_empty_chord_header_runs_body_with_nothing(env: Tasks) -> None:

@@ -3,7 +3,8 @@
 ``xmap``/``xstarmap`` send one message to the built-in ``celery.map``/``celery.starmap`` task,
 which calls the task function in a loop in the worker. ``chunks`` splits the arguments into parts
 of *n* and sends a group of ``xstarmap`` messages, one per part. The names and the dict forms are
-Celery's, so either side of the wire can run them.
+Celery's (including ``subtask_type`` null: on the wire they are plain ``celery.*`` task
+signatures), so either side of the wire can run them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 class _basemap(Signature[Any, list[Any]]):
     _task_name = ""
-    _kind = ""
 
     def __init__(
         self, task: Any, it: Iterable[Any], app: Celery | None = None, **options: Any
@@ -33,7 +33,7 @@ class _basemap(Signature[Any, list[Any]]):
             (),
             {"task": sig, "it": list(it)},
             options,
-            subtask_type=self._kind,
+            subtask_type=None,
             immutable=True,
             app=app or sig._app,
         )
@@ -62,14 +62,12 @@ class xmap(_basemap):
     """``task.map(items)``: one message; the worker returns ``[task(x) for x in items]``."""
 
     _task_name = "celery.map"
-    _kind = "xmap"
 
 
 class xstarmap(_basemap):
     """``task.starmap(items)``: one message; the worker returns ``[task(*x) for x in items]``."""
 
     _task_name = "celery.starmap"
-    _kind = "xstarmap"
 
 
 class chunks(Signature[Any, list[Any]]):
@@ -84,7 +82,7 @@ class chunks(Signature[Any, list[Any]]):
             (),
             {"task": sig, "it": list(it), "n": n},
             options,
-            subtask_type="chunks",
+            subtask_type=None,
             immutable=True,
             app=app or sig._app,
         )
@@ -133,6 +131,7 @@ class chunks(Signature[Any, list[Any]]):
         return self.apply_async(**options)
 
 
+# Celery 5.7 writes these with subtask_type null; dicts naming the type are read too.
 SIGNATURE_TYPES["xmap"] = xmap
 SIGNATURE_TYPES["xstarmap"] = xstarmap
 SIGNATURE_TYPES["chunks"] = chunks

@@ -81,6 +81,7 @@ def beat(obj: CLIContext, /, **opts: Any) -> None:
 def run_beat(obj: CLIContext, app: Celery, opts: dict[str, Any]) -> int:
     """Set up logging, print the banner and run the beat service; return the exit code."""
     from celeriac.beat.service import Service
+    from celeriac.beat.store import SchedulingError
     from celeriac.worker.logging_setup import setup_worker_logging
 
     with broker_errors(obj):
@@ -97,7 +98,10 @@ def run_beat(obj: CLIContext, app: Celery, opts: dict[str, Any]) -> int:
             logfile=opts["logfile"],
             colorize=False if obj.no_color else None,
         )
-        service.scheduler  # noqa: B018 - builds the schedule now, so errors show before the banner
+        try:
+            service.scheduler  # noqa: B018 - build the schedule now: errors before the banner
+        except SchedulingError as exc:
+            raise click.ClickException(str(exc)) from exc
         if not obj.quiet:
             click.echo(banner(service, opts), color=False if obj.no_color else None)
         pidfile = opts["pidfile"]

@@ -131,8 +131,20 @@ class ResultBackend:
     ) -> Meta:
         """Write a task's state and result (and notify waiters)."""
         meta = self.make_meta(task_id, result, state, traceback, request, children)
-        self.store.set(task_key(task_id), self.encode(meta), self.expires)
+        send_reply = getattr(self.store, "send_reply", None)
+        if send_reply is not None:
+            # Stores that route results to the sending client (rpc://) need its reply_to.
+            send_reply(getattr(request, "reply_to", None), task_key(task_id), self.encode(meta),
+                       self.expires)
+        else:
+            self.store.set(task_key(task_id), self.encode(meta), self.expires)
         return meta
+
+    def on_task_call(self, reply_to: str | None, task_id: str) -> None:
+        """Called before a task message is published; rpc:// declares the reply queue here."""
+        hook = getattr(self.store, "on_task_call", None)
+        if hook is not None and reply_to:
+            hook(reply_to, task_id)
 
     def store_many(self, metas: Sequence[Meta]) -> None:
         """Write several metas in one round trip (the worker batches result writes)."""

@@ -449,6 +449,12 @@ class Celery:
         options.setdefault("socket_timeout", conf.redis_socket_timeout)
         options.setdefault("socket_connect_timeout", conf.redis_socket_connect_timeout)
         options.setdefault("retry_on_timeout", conf.redis_retry_on_timeout)
+        if str(self.result_backend_url or "").startswith("rpc:"):
+            # rpc:// results travel over the broker's connection settings.
+            options.setdefault("broker_url", self.broker_url)
+            options.setdefault("broker_options", self.transport_options())
+            options.setdefault("expires", _seconds(conf.result_expires))
+            options.setdefault("persistent", conf.result_persistent)
         return options
 
     @property
@@ -643,6 +649,10 @@ class Celery:
             compression=options.pop("compression", None) or conf.task_compression,
             delivery_mode=2 if conf.task_default_delivery_mode in (2, "persistent") else 1,
         ))
+        if not ignore_result:
+            backend = self._backend if self._backend_ready else self.backend
+            if backend is not None:
+                backend.on_task_call(reply_to or self.oid, task_id)
         self._publish_task(name, message, exchange, routing_key, queue, options)
         self.events.task_sent(message, exchange, routing_key, queue)  # with task_send_sent_event
         result = (result_cls or AsyncResult)(task_id, task_name=name, app=self)

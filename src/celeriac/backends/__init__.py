@@ -18,6 +18,7 @@ STORES = {
     "rediss": "celeriac.backends.redis:RedisResultStore",
     "redis+socket": "celeriac.backends.redis:RedisResultStore",
     "sentinel": "celeriac.backends.redis:RedisResultStore",
+    "rpc": "celeriac.backends.rpc:RPCResultStore",
 }
 
 

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker.consumer")
 
 FETCH_TIMEOUT = 1.0
+#: Acks wait at most this long (or until ACK_BATCH are pending) so they go out in batches.
+ACK_DELAY = 0.005
+ACK_BATCH = 64
 #: At most this many ETA messages are held in memory; more are parked in the broker.
 MAX_HELD_ETA = 1000
 
@@ -50,7 +53,7 @@ class Consumer:
         self.held: dict[str, Request] = {}  # ETA or rate-limited, waiting in memory
         self.leased: dict[str, Delivery] = {}
         self._acks: list[Delivery] = []
-        self._flush_scheduled = False
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._room = asyncio.Event()
         self._rate_limits: dict[str, RateLimit] = {}
         self.stopping = False
@@ -75,6 +78,10 @@ class Consumer:
         while not self.stopping:
             room = self._room_left()
             queues = [q for q in self.queues if q not in self.paused_queues]
+            # While work is waiting, fetch in batches of at least half the window rather than
+            # one message per finished task.
+            if room < max(1, self.window // 2) and self.ready:
+                room = 0
             if room <= 0 or not queues:
                 self._room.clear()
                 try:
@@ -224,9 +231,6 @@ class Consumer:
                 self._revoke(request, expired=False)
                 continue
             self.active[request.id] = request
-            if not request.acks_late:
-                request.acknowledged = True
-                self.ack(request.delivery)
             pool.submit(request.job)
         if self._room_left() > 0:
             self._room.set()
@@ -236,6 +240,11 @@ class Consumer:
         if request is not None:
             request.time_start = time.time()
             request.worker_pid = pid
+            if not request.acks_late and not request.acknowledged:
+                # Early ack happens when the task starts (Celery's "accepted"), not when it is
+                # handed to the pool, so a crash never loses a task that had not started.
+                request.acknowledged = True
+                self.ack(request.delivery)
             self.worker.events.task_started(request)
 
     def on_job_done(self, job: Job, result: JobResult) -> None:
@@ -288,13 +297,16 @@ class Consumer:
     def ack(self, delivery: Delivery) -> None:
         self.leased.pop(delivery.tag, None)
         self._acks.append(delivery)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if len(self._acks) >= ACK_BATCH:
+            self._flush_acks()
+        elif self._ack_timer is None:
             assert self.loop is not None
-            self.loop.call_soon(self._flush_acks)
+            self._ack_timer = self.loop.call_later(ACK_DELAY, self._flush_acks)
 
     def _flush_acks(self) -> None:
-        self._flush_scheduled = False
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         batch, self._acks = self._acks, []
         if batch:
             self._broker_write(self.transport.ack, batch)

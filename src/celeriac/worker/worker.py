@@ -108,6 +108,7 @@ class Worker:
                 max_memory_per_child=options.max_memory_per_child
                 or conf.worker_max_memory_per_child,
                 app_locator=options.app_locator,
+                process_queue_depth=1 if options.optimization == "fair" else 2,
             ),
             on_start=self._on_job_start,
             on_done=self._on_job_done,

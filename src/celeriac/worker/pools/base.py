@@ -26,6 +26,8 @@ class PoolOptions:
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None  # KiB, as Celery's setting
     app_locator: str | None = None  # "module:attr" for pools whose processes import the app
+    #: Jobs a pool process may hold: 1 runs, the rest wait in its pipe (1 with ``-O fair``).
+    process_queue_depth: int = 2
 
 
 class Pool(ABC):

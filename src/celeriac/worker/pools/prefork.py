@@ -52,15 +52,18 @@ def child_main(app_ref: Celery | str, conn: multiprocessing.connection.Connectio
     try:
         while True:
             try:
-                job = conn.recv()
+                batch = conn.recv()
             except EOFError:
                 break
-            if job is None:
+            if batch is None:
                 break
-            with soft_limit_alarm(job.soft_time_limit):
-                result = run_job(app, job)
-            result.rss_kb = current_rss_kb()
-            conn.send(result)
+            for job in batch:  # the supervisor sends jobs in batches: fewer wake-ups
+                if job is None:
+                    return
+                with soft_limit_alarm(job.soft_time_limit):
+                    result = run_job(app, job)
+                result.rss_kb = current_rss_kb()
+                conn.send(result)
     finally:
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
         app.close()
@@ -74,6 +77,8 @@ class _Child:
     started_at: float = 0.0
     assigned: int = 0
     retiring: bool = False
+    alive: bool = True
+    outbox: list[Job] = field(default_factory=list)
     kill_reason: BaseException | None = None
     hard_timer: asyncio.TimerHandle | None = None
 
@@ -123,22 +128,49 @@ class PreforkPool(Pool):
         self._idle.set()
 
     def _live(self) -> list[_Child]:
-        return [c for c in self._children if not c.retiring and c.process.is_alive()]
+        return [c for c in self._children if c.alive and not c.retiring]
+
+    @property
+    def depth(self) -> int:
+        return max(1, self.options.process_queue_depth)
 
     @property
     def free_slots(self) -> int:
-        return sum(1 for c in self._live() if not c.jobs)
+        depth = self.depth
+        return sum(depth - len(c.jobs) for c in self._live() if len(c.jobs) < depth)
 
     def submit(self, job: Job) -> None:
-        idle = [c for c in self._live() if not c.jobs]
-        if not idle:
+        candidates = [c for c in self._live() if len(c.jobs) < self.depth]
+        if not candidates:
             raise RuntimeError("prefork pool has no free process")
-        child = idle[0]
+        child = min(candidates, key=lambda c: len(c.jobs))
         child.jobs.append(job)
         child.assigned += 1
         self._idle.clear()
-        child.conn.send(job)
-        self._job_started(child)
+        if not child.outbox:
+            assert self.loop is not None
+            self.loop.call_soon(self._send_outbox, child)
+        child.outbox.append(job)
+        if len(child.jobs) == 1:
+            self._job_started(child)
+        self._check_recycle_quota(child)
+
+    def _send_outbox(self, child: _Child) -> None:
+        batch, child.outbox = child.outbox, []
+        if batch and child.alive:
+            try:
+                child.conn.send(batch)
+            except OSError:
+                pass  # it died; its sentinel reports the jobs
+
+    def _check_recycle_quota(self, child: _Child) -> None:
+        limit = self.options.max_tasks_per_child
+        if limit and child.assigned >= limit and not child.retiring:
+            # No more jobs for it: it exits after the ones it holds, and a fresh process
+            # takes its slot.
+            child.retiring = True
+            child.outbox.append(None)  # type: ignore[arg-type]
+            self._replenish()
 
     def _job_started(self, child: _Child) -> None:
         job = child.jobs[0]
@@ -156,33 +188,39 @@ class PreforkPool(Pool):
             os.kill(child.pid, signal.SIGKILL)
 
     def _on_readable(self, child: _Child) -> None:
+        # One message per readiness event: the loop calls again while more is buffered, and
+        # Connection.poll() would build a selector on every call.
         try:
-            while child.conn.poll():
-                result: JobResult = child.conn.recv()
-                self._job_finished(child, result)
+            result: JobResult = child.conn.recv()
         except (EOFError, OSError):
             self._forget_reader(child)
+            return
+        self._job_finished(child, result)
 
     def _job_finished(self, child: _Child, result: JobResult) -> None:
         job = child.jobs.popleft()
         if child.hard_timer is not None:
             child.hard_timer.cancel()
             child.hard_timer = None
+        if child.jobs:
+            self._job_started(child)
         self._maybe_retire(child, result)
         self.on_done(job, result)
         self._check_idle()
 
     def _maybe_retire(self, child: _Child, result: JobResult) -> None:
-        limit_tasks = self.options.max_tasks_per_child
         limit_memory = self.options.max_memory_per_child
-        if child.retiring:
+        if child.retiring or not (limit_memory and result.rss_kb > limit_memory):
             return
-        if (limit_tasks and child.assigned >= limit_tasks) or (
-            limit_memory and result.rss_kb > limit_memory
-        ):
-            child.retiring = True
-            child.conn.send(None)  # it exits after this job; a fresh process takes its slot
-            self._replenish()
+        child.retiring = True
+        if child.jobs:
+            # Jobs already in its pipe still run there; it exits after them.
+            child.outbox.append(None)  # type: ignore[arg-type]
+            assert self.loop is not None
+            self.loop.call_soon(self._send_outbox, child)
+        else:
+            child.conn.send(None)
+        self._replenish()
 
     def _replenish(self) -> None:
         while not self._stopping and len(self._live()) < self.concurrency:
@@ -197,8 +235,13 @@ class PreforkPool(Pool):
 
     def _on_exit(self, child: _Child) -> None:
         assert self.loop is not None
+        child.alive = False
         self.loop.remove_reader(child.process.sentinel)
-        self._on_readable(child)  # results sent just before exiting still count
+        try:
+            while child.conn.poll():  # results sent just before exiting still count
+                self._job_finished(child, child.conn.recv())
+        except (EOFError, OSError):
+            pass
         self._forget_reader(child)
         child.process.join(0)
         if child.hard_timer is not None:
@@ -206,13 +249,33 @@ class PreforkPool(Pool):
         self._children.remove(child)
         lost = list(child.jobs)
         child.jobs.clear()
+        child.outbox.clear()
         child.conn.close()
         if lost:
             self._report_lost(child, lost[0])
+            # Jobs queued behind the lost one never started: give them to other processes.
+            self._replenish()
+            for job in lost[1:]:
+                self._resubmit(job)
         if not self._stopping and not child.retiring:
             logger.error("Pool process %d exited with code %s", child.pid, child.process.exitcode)
         self._replenish()
         self._check_idle()
+
+    def _resubmit(self, job: Job) -> None:
+        candidates = [c for c in self._live() if c.process.pid is not None]
+        if not candidates:
+            self.on_done(job, JobResult(job.id, WORKER_LOST, exc_repr="no pool process left"))
+            return
+        child = min(candidates, key=lambda c: len(c.jobs))
+        child.jobs.append(job)
+        child.assigned += 1
+        if not child.outbox:
+            assert self.loop is not None
+            self.loop.call_soon(self._send_outbox, child)
+        child.outbox.append(job)
+        if len(child.jobs) == 1:
+            self._job_started(child)
 
     def _report_lost(self, child: _Child, job: Job) -> None:
         if isinstance(child.kill_reason, TimeLimitExceeded):
@@ -237,7 +300,7 @@ class PreforkPool(Pool):
         for child in list(self._children):
             if graceful:
                 try:
-                    child.conn.send(None)
+                    child.conn.send([None])
                 except OSError:
                     pass
             elif child.process.is_alive():
@@ -264,7 +327,7 @@ class PreforkPool(Pool):
     def shrink(self, n: int = 1) -> None:
         for child in [c for c in self._live() if not c.jobs][:n]:
             child.retiring = True
-            child.conn.send(None)
+            child.conn.send([None])
         super().shrink(n)
 
     def info(self) -> dict[str, Any]:

@@ -41,8 +41,16 @@ def make(stores: list[RPCResultStore], url: str, **options: object) -> RPCResult
 
 
 def meta(task_id: str, status: str, result: object = None) -> bytes:
-    return json.dumps({"status": status, "result": result, "traceback": None, "children": [],
-                       "date_done": None, "task_id": task_id}).encode()
+    return json.dumps(
+        {
+            "status": status,
+            "result": result,
+            "traceback": None,
+            "children": [],
+            "date_done": None,
+            "task_id": task_id,
+        }
+    ).encode()
 
 
 def test_reply_reaches_the_client_and_latest_state_wins(
@@ -105,7 +113,8 @@ def test_wire_format_matches_celery(stores: list[RPCResultStore], amqp_url: str)
         ch = await conn.channel()
         await ch.queue_declare(oid, auto_delete=False)
         await asyncio.get_running_loop().run_in_executor(
-            None, worker.send_reply, oid, f"celery-task-meta-{tid}", meta(tid, "SUCCESS", 3), 60)
+            None, worker.send_reply, oid, f"celery-task-meta-{tid}", meta(tid, "SUCCESS", 3), 60
+        )
         for _ in range(50):
             got = await ch.basic_get(oid, no_ack=True)
             if got.body:
@@ -124,9 +133,7 @@ def test_wire_format_matches_celery(stores: list[RPCResultStore], amqp_url: str)
     assert json.loads(got.body)["result"] == 3
 
 
-def test_chords_are_refused_with_a_clear_error(
-    stores: list[RPCResultStore], amqp_url: str
-) -> None:
+def test_chords_are_refused_with_a_clear_error(stores: list[RPCResultStore], amqp_url: str) -> None:
     s = make(stores, amqp_url)
     with pytest.raises(NotImplementedError, match="does not support chords"):
         s.chord_init("g", 2, 60)

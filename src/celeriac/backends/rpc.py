@@ -47,7 +47,7 @@ NO_CHORDS = (
 
 
 def _task_id(key: str) -> str:
-    return key[len(TASK_KEY_PREFIX):] if key.startswith(TASK_KEY_PREFIX) else key
+    return key[len(TASK_KEY_PREFIX) :] if key.startswith(TASK_KEY_PREFIX) else key
 
 
 class _Table:
@@ -142,7 +142,7 @@ class RPCResultStore(ResultStore):
                     ) from exc
                 await asyncio.sleep(0.05)
 
-    # -- the client's reply queues -------------------------------------------------------------------
+    # -- the client's reply queues -----------------------------------------------------------------
     async def _listen(self, queue: str) -> None:
         ch = await self._link.channel("replies")
         args: dict[str, Any] = {}
@@ -165,19 +165,24 @@ class RPCResultStore(ResultStore):
         """Make sure the reply queue *reply_to* exists and is consumed before a task is sent."""
         if reply_to in self._queues:
             return
-        self._call(self._retrying("declaring the reply queue",
-                                  lambda: self._listen(reply_to)))
+        self._call(self._retrying("declaring the reply queue", lambda: self._listen(reply_to)))
 
     # -- the worker's side -------------------------------------------------------------------------
     async def _send(self, reply_to: str, task_id: str, value: bytes) -> None:
         ch = await self._link.channel("results", confirms=self.delivery_mode == 2)
         message = Message(
-            value, {}, {"correlation_id": task_id, "delivery_mode": self.delivery_mode,
-                        "priority": 0},
-            content_type="application/json", content_encoding="utf-8",
+            value,
+            {},
+            {"correlation_id": task_id, "delivery_mode": self.delivery_mode, "priority": 0},
+            content_type="application/json",
+            content_encoding="utf-8",
         )
-        await ch.basic_publish(value, exchange="", routing_key=reply_to,
-                               properties=to_properties(message, self.delivery_mode))
+        await ch.basic_publish(
+            value,
+            exchange="",
+            routing_key=reply_to,
+            properties=to_properties(message, self.delivery_mode),
+        )
 
     def send_reply(self, reply_to: str | None, key: str, value: bytes, ttl: float | None) -> None:
         """Send a task's state to the client queue *reply_to* (local only without one)."""
@@ -185,8 +190,7 @@ class RPCResultStore(ResultStore):
         if not reply_to:
             self._table.put(task_id, value, ttl)
             return
-        self._call(self._retrying("sending a result",
-                                  lambda: self._send(reply_to, task_id, value)))
+        self._call(self._retrying("sending a result", lambda: self._send(reply_to, task_id, value)))
 
     # -- the key/value contract --------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -231,7 +235,9 @@ class RPCResultStore(ResultStore):
     def cleanup(self) -> int:
         now = time.time()
         with self._table.cond:
-            dead = [k for k, (_, exp) in self._table.values.items() if exp is not None and exp <= now]
+            dead = [
+                k for k, (_, exp) in self._table.values.items() if exp is not None and exp <= now
+            ]
             for key in dead:
                 del self._table.values[key]
         return len(dead)

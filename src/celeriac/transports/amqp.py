@@ -82,9 +82,15 @@ DEAD_ID = "x-celeriac-dead-id"
 DEAD_QUEUE = "x-celeriac-dead-queue"
 DEAD_REASON = "x-celeriac-dead-reason"
 DEAD_TIME = "x-celeriac-dead-time"
-_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
-                  "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-                  "x-last-death-reason")
+_DEATH_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
 #: AMQP prefetch_count is a 16-bit field; 0 means unlimited.
 MAX_PREFETCH = 65535
 #: Longest single wait inside fetch, so a lost connection is noticed and repaired.
@@ -95,7 +101,7 @@ _QUORUM_TYPES = ("quorum", "stream")
 
 
 def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 def queue_arguments(queue: Queue) -> dict[str, Any]:
@@ -175,8 +181,9 @@ class AMQPSubscription(Subscription):
         keys = [""] if kind == "fanout" else list(dict.fromkeys(self.patterns))
         for key in keys:
             await ch.queue_bind(self.queue, self.exchange, routing_key=key)
-        await ch.basic_consume(self.queue, self._on_message, no_ack=True,
-                               consumer_tag=f"sub.{self.queue}")
+        await ch.basic_consume(
+            self.queue, self._on_message, no_ack=True, consumer_tag=f"sub.{self.queue}"
+        )
         self._gen = conn_gen
 
     async def _on_message(self, msg: DeliveredMessage) -> None:
@@ -302,19 +309,29 @@ class AMQPTransport(Transport):
         try:
             if ex.name:
                 await ch.exchange_declare(
-                    ex.name, exchange_type=ex.type, durable=ex.durable,
-                    auto_delete=ex.auto_delete, arguments=dict(ex.arguments) or None,
+                    ex.name,
+                    exchange_type=ex.type,
+                    durable=ex.durable,
+                    auto_delete=ex.auto_delete,
+                    arguments=dict(ex.arguments) or None,
                 )
             what = f"queue {queue.name!r}"
             args = queue_arguments(queue)
             await ch.queue_declare(
-                queue.name, durable=queue.durable, exclusive=queue.exclusive,
-                auto_delete=queue.auto_delete, arguments=args or None,
+                queue.name,
+                durable=queue.durable,
+                exclusive=queue.exclusive,
+                auto_delete=queue.auto_delete,
+                arguments=args or None,
             )
             if ex.name:
                 what = f"binding of queue {queue.name!r} to exchange {ex.name!r}"
-                await ch.queue_bind(queue.name, ex.name, routing_key=queue.routing_key,
-                                    arguments=dict(queue.binding_arguments) or None)
+                await ch.queue_bind(
+                    queue.name,
+                    ex.name,
+                    routing_key=queue.routing_key,
+                    arguments=dict(queue.binding_arguments) or None,
+                )
         except amqp_errors.ChannelClosed as exc:
             self._link.drop_channel("admin")
             raise TransportError(
@@ -380,11 +397,18 @@ class AMQPTransport(Transport):
                     if items[i].exchange == "":
                         await self._ensure_queue(items[i].routing_key)
                 ch = await self._link.channel("publish", confirms=True)
+                publish: Any = ch.basic_publish  # aiormq's Channel takes wait=; its ABC does not
                 results = await asyncio.gather(
-                    *(ch.basic_publish(items[i].message.body, exchange=items[i].exchange,
-                                       routing_key=items[i].routing_key, properties=wire[i],
-                                       wait=False)
-                      for i in pending),
+                    *(
+                        publish(
+                            items[i].message.body,
+                            exchange=items[i].exchange,
+                            routing_key=items[i].routing_key,
+                            properties=wire[i],
+                            wait=False,
+                        )
+                        for i in pending
+                    ),
                     return_exceptions=True,
                 )
             except TransportError:
@@ -428,8 +452,12 @@ class AMQPTransport(Transport):
 
     async def _consume_state(self, per_consumer_qos: bool) -> _ConsumeState:
         cs = self._cs
-        if (cs is not None and not cs.channel.is_closed and self._link.is_open
-                and cs.per_consumer_qos == per_consumer_qos):
+        if (
+            cs is not None
+            and not cs.channel.is_closed
+            and self._link.is_open
+            and cs.per_consumer_qos == per_consumer_qos
+        ):
             return cs
         if cs is not None and not cs.channel.is_closed:
             # Switching QoS mode (a quorum queue joined): a new channel; its deliveries return.
@@ -466,8 +494,9 @@ class AMQPTransport(Transport):
             tag = f"celeriac.{cs.gen}.{queue}"
             cs.consumers[queue] = tag
 
-            async def on_message(msg: DeliveredMessage, cs: _ConsumeState = cs,
-                                 queue: str = queue) -> None:
+            async def on_message(
+                msg: DeliveredMessage, cs: _ConsumeState = cs, queue: str = queue
+            ) -> None:
                 await self._on_delivery(cs, queue, msg)
 
             try:
@@ -492,14 +521,18 @@ class AMQPTransport(Transport):
     async def _on_delivery(self, cs: _ConsumeState, queue: str, msg: DeliveredMessage) -> None:
         deliver = msg.delivery
         assert isinstance(deliver, spec.Basic.Deliver)
-        tag = deliver.delivery_tag
+        tag = int(deliver.delivery_tag or 0)
         cs.outstanding[tag] = None
         if self._cs is not cs:
             return  # stale channel: RabbitMQ gives it back
         message = from_properties(msg.body, msg.header.properties)
         delivery = Delivery(
-            message, queue, f"{cs.gen}.{tag}", exchange=deliver.exchange or "",
-            routing_key=deliver.routing_key or "", redelivered=bool(deliver.redelivered),
+            message,
+            queue,
+            f"{cs.gen}.{tag}",
+            exchange=deliver.exchange or "",
+            routing_key=deliver.routing_key or "",
+            redelivered=bool(deliver.redelivered),
             raw=_Lease(cs.gen, tag),
         )
         due = message.headers.get(DUE_HEADER)
@@ -508,8 +541,9 @@ class AMQPTransport(Transport):
                 try:
                     await self._park(delivery, float(due))  # not due yet: next bucket
                 except Exception:
-                    logger.warning("re-parking a message failed; it goes back to %r", queue,
-                                   exc_info=True)
+                    logger.warning(
+                        "re-parking a message failed; it goes back to %r", queue, exc_info=True
+                    )
                     await self._reject(cs, [delivery], requeue=True)
                 return
             for key in (DUE_HEADER, *_DEATH_HEADERS):
@@ -598,8 +632,9 @@ class AMQPTransport(Transport):
         if deliveries:
             self._call(self._ack(list(deliveries)))
 
-    async def _reject(self, cs: _ConsumeState, deliveries: Sequence[Delivery],
-                      requeue: bool) -> None:
+    async def _reject(
+        self, cs: _ConsumeState, deliveries: Sequence[Delivery], requeue: bool
+    ) -> None:
         tags = self._live(cs, deliveries)
         try:
             for t in tags:
@@ -617,13 +652,18 @@ class AMQPTransport(Transport):
         if deliveries:
             self._call(self._requeue(list(deliveries)))
 
-    async def _copy_then_ack(self, delivery: Delivery, out: Outgoing,
-                             declare: Queue | None = None) -> None:
+    async def _copy_then_ack(
+        self, delivery: Delivery, out: Outgoing, declare: Queue | None = None
+    ) -> None:
         """Publish *out* (confirmed), then ack *delivery*; nothing if the lease was lost."""
         cs = self._cs
         lease = delivery.raw
-        if (cs is None or not isinstance(lease, _Lease) or lease.gen != cs.gen
-                or lease.tag not in cs.outstanding):
+        if (
+            cs is None
+            or not isinstance(lease, _Lease)
+            or lease.gen != cs.gen
+            or lease.tag not in cs.outstanding
+        ):
             return  # RabbitMQ already gave the original back; copying it would duplicate it
         if declare is not None:
             await self._declare(declare)
@@ -638,7 +678,9 @@ class AMQPTransport(Transport):
         bucket = park_bucket(remaining)
         name = park_queue(delivery.queue, bucket)
         holder = Queue(
-            name, exchange="", durable=True,
+            name,
+            exchange="",
+            durable=True,
             queue_arguments={
                 "x-message-ttl": bucket,
                 "x-dead-letter-exchange": "",
@@ -648,8 +690,9 @@ class AMQPTransport(Transport):
         )
         m = delivery.message
         props = {k: v for k, v in m.properties.items() if k != "expiration"}
-        copy = Message(m.body, {**m.headers, DUE_HEADER: float(due)}, props,
-                       m.content_type, m.content_encoding)
+        copy = Message(
+            m.body, {**m.headers, DUE_HEADER: float(due)}, props, m.content_type, m.content_encoding
+        )
         # Re-declared each time: that also renews the bucket queue's x-expires lease.
         await self._copy_then_ack(delivery, Outgoing(copy, "", name), declare=holder)
 
@@ -661,17 +704,24 @@ class AMQPTransport(Transport):
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         m = delivery.message
-        headers = {**m.headers, DEAD_ID: uuid.uuid4().hex, DEAD_QUEUE: delivery.queue,
-                   DEAD_REASON: reason, DEAD_TIME: time.time()}
+        headers = {
+            **m.headers,
+            DEAD_ID: uuid.uuid4().hex,
+            DEAD_QUEUE: delivery.queue,
+            DEAD_REASON: reason,
+            DEAD_TIME: time.time(),
+        }
         copy = Message(m.body, headers, dict(m.properties), m.content_type, m.content_encoding)
-        await self._copy_then_ack(delivery, Outgoing(copy, "", self.dead_letter_queue),
-                                  declare=Queue(self.dead_letter_queue, exchange=""))
+        await self._copy_then_ack(
+            delivery,
+            Outgoing(copy, "", self.dead_letter_queue),
+            declare=Queue(self.dead_letter_queue, exchange=""),
+        )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self._call(self._retrying("dead-lettering",
-                                  lambda: self._dead_letter(delivery, reason)))
+        self._call(self._retrying("dead-lettering", lambda: self._dead_letter(delivery, reason)))
 
-    # -- queues and the dead-letter store ------------------------------------------------------------
+    # -- queues and the dead-letter store ----------------------------------------------------------
     async def _passive_count(self, queue: str) -> int:
         ch = await self._link.channel("admin")
         try:
@@ -682,8 +732,7 @@ class AMQPTransport(Transport):
         return int(ok.message_count or 0)
 
     def queue_length(self, queue: str) -> int:
-        return int(self._call(self._retrying("queue length",
-                                             lambda: self._passive_count(queue))))
+        return int(self._call(self._retrying("queue length", lambda: self._passive_count(queue))))
 
     async def _purge(self, queue: str) -> int:
         ch = await self._link.channel("admin")
@@ -697,7 +746,9 @@ class AMQPTransport(Transport):
     def purge(self, queue: str) -> int:
         return int(self._call(self._retrying("purge", lambda: self._purge(queue))))
 
-    async def _read_dead(self, ch: AbstractChannel, limit: int | None) -> list[tuple[int, DeadLetter]]:
+    async def _read_dead(
+        self, ch: AbstractChannel, limit: int | None
+    ) -> list[tuple[int, DeadLetter]]:
         """Get (without acking) up to *limit* dead letters on *ch*, oldest first."""
         out: list[tuple[int, DeadLetter]] = []
         try:
@@ -717,7 +768,7 @@ class AMQPTransport(Transport):
                 message=message,
                 time=float(headers.pop(DEAD_TIME, 0.0) or 0.0),
             )
-            out.append((got.delivery.delivery_tag, entry))
+            out.append((int(got.delivery.delivery_tag or 0), entry))
             if not got.delivery.message_count:
                 break
         return out
@@ -736,7 +787,8 @@ class AMQPTransport(Transport):
             return [e for _, e in entries]
 
         result: list[DeadLetter] = self._call(
-            self._retrying("reading dead letters", lambda: self._with_dead(limit, act)))
+            self._retrying("reading dead letters", lambda: self._with_dead(limit, act))
+        )
         return result
 
     def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
@@ -752,8 +804,11 @@ class AMQPTransport(Transport):
                 count += 1
             return count
 
-        return int(self._call(self._retrying("requeueing dead letters",
-                                             lambda: self._with_dead(None, act))))
+        return int(
+            self._call(
+                self._retrying("requeueing dead letters", lambda: self._with_dead(None, act))
+            )
+        )
 
     def purge_dead(self, ids: Sequence[str] | None = None) -> int:
         if ids is None:
@@ -768,19 +823,28 @@ class AMQPTransport(Transport):
                     count += 1
             return count
 
-        return int(self._call(self._retrying("purging dead letters",
-                                             lambda: self._with_dead(None, act))))
+        return int(
+            self._call(self._retrying("purging dead letters", lambda: self._with_dead(None, act)))
+        )
 
     # -- broadcast ---------------------------------------------------------------------------------
     async def _broadcast(self, exchange: str, routing_key: str, message: Message) -> None:
         await self._ensure_broadcast_exchange(exchange)
         ch = await self._link.channel("broadcast")
-        await ch.basic_publish(message.body, exchange=exchange, routing_key=routing_key,
-                               properties=to_properties(message, 1))
+        await ch.basic_publish(
+            message.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=to_properties(message, 1),
+        )
 
     def broadcast(self, exchange: str, routing_key: str, message: Message) -> None:
-        self._call(self._retrying(f"broadcast to {exchange!r}",
-                                  lambda: self._broadcast(exchange, routing_key, message)))
+        self._call(
+            self._retrying(
+                f"broadcast to {exchange!r}",
+                lambda: self._broadcast(exchange, routing_key, message),
+            )
+        )
 
     def subscribe(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Subscription:
         sub = AMQPSubscription(self, exchange, patterns)
@@ -806,4 +870,3 @@ class AMQPTransport(Transport):
 
     def describe(self) -> str:
         return ";".join(str(e) for e in self.params.endpoints)
-

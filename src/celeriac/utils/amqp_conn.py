@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -53,6 +54,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.CancelledError,
     RuntimeError,  # aiormq: "<Connection ...> closed"
 )
+
+
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, amqp_errors.AMQPError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +154,11 @@ def make_ssl_context(option: Any) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(cafile=opts.get("ca_certs") or opts.get("cafile"))
     reqs = opts.get("cert_reqs")
     if isinstance(reqs, str):
-        names = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
-                 "none": ssl.CERT_NONE}
+        names = {
+            "required": ssl.CERT_REQUIRED,
+            "optional": ssl.CERT_OPTIONAL,
+            "none": ssl.CERT_NONE,
+        }
         key = reqs.lower().removeprefix("cert_")
         if key not in names:
             raise ImproperlyConfigured(
@@ -195,7 +202,7 @@ def parse_amqp_url(url: str, options: Mapping[str, Any] | None = None) -> AMQPPa
     try:
         return AMQPParams(
             endpoints=endpoints,
-            heartbeat=None if heartbeat is None else max(int(round(float(heartbeat))), 0),
+            heartbeat=None if heartbeat is None else max(round(float(heartbeat)), 0),
             connect_timeout=float(options.get("connect_timeout") or 4.0),
             ssl_context=ssl_ctx,
             retry=retry,
@@ -306,7 +313,7 @@ class AMQPLink:
             self.generation += 1
             self._channels.clear()
             self._connected_once = True
-            conn.closing.add_done_callback(lambda _f, c=conn: self._lost(c))
+            conn.closing.add_done_callback(functools.partial(self._on_closed, conn))
             for restore in self._restorers:
                 try:
                     await restore(conn)
@@ -336,7 +343,7 @@ class AMQPLink:
             except amqp_errors.ProbableAuthenticationError as exc:
                 await _close_quietly(conn)
                 raise TransportError(f"RabbitMQ at {endpoint} refused the login: {exc}") from exc
-            except (*CONNECTION_ERRORS, amqp_errors.AMQPError) as exc:
+            except _CONNECT_ERRORS as exc:
                 await _close_quietly(conn)
                 last = exc
                 self._next += 1  # fail over to the next URL
@@ -353,6 +360,9 @@ class AMQPLink:
             f"RabbitMQ at {endpoint} unreachable after {attempts} attempt(s): "
             f"{type(last).__name__}: {last}"
         ) from last
+
+    def _on_closed(self, conn: AbstractConnection, _: asyncio.Future[Any]) -> None:
+        self._lost(conn)
 
     def _lost(self, conn: AbstractConnection) -> None:
         if self.closed or conn is not self._conn:
@@ -375,13 +385,15 @@ class AMQPLink:
                 if not self.params.retry or (limit is not None and tries >= limit):
                     logger.error("giving up reconnecting to %s: %s", self.endpoint, exc)
                     return
-                logger.warning("reconnect to %s failed (%s); next try in %.1fs",
-                               self.endpoint, exc, delay)
+                logger.warning(
+                    "reconnect to %s failed (%s); next try in %.1fs", self.endpoint, exc, delay
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
-    async def channel(self, role: str, *, confirms: bool = False,
-                      budget: float | None = None) -> AbstractChannel:
+    async def channel(
+        self, role: str, *, confirms: bool = False, budget: float | None = None
+    ) -> AbstractChannel:
         """The open channel called *role*, reopened (and the connection too) when needed."""
         ch = self._channels.get(role)
         if ch is not None and not ch.is_closed and self.is_open:

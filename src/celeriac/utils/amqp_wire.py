@@ -167,8 +167,16 @@ def _plain(value: Any) -> Any:
 def from_properties(body: bytes, props: spec.Basic.Properties) -> Message:
     """The Message carried by an AMQP delivery."""
     properties: dict[str, Any] = {}
-    for key in ("delivery_mode", "priority", "correlation_id", "reply_to", "expiration",
-                "message_id", "user_id", "app_id"):
+    for key in (
+        "delivery_mode",
+        "priority",
+        "correlation_id",
+        "reply_to",
+        "expiration",
+        "message_id",
+        "user_id",
+        "app_id",
+    ):
         value = getattr(props, key, None)
         if value is not None:
             properties[key] = value

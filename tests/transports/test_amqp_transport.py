@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiormq
@@ -21,6 +23,7 @@ from celeriac.utils.amqp_conn import parse_amqp_url
 from contract.transport_contract import TransportContract, drain, msg, qname, to_queue
 from support.amqpvhost import list_exchanges, list_queues, private_vhost, rabbitmqctl
 from support.waiting import wait_for
+from support.workerproc import Project, kill_tree
 
 pytestmark = pytest.mark.amqp
 
@@ -359,3 +362,76 @@ def test_url_parsing() -> None:
         parse_amqp_url("amqp://h", {"ssl": {"cert_reqs": "maybe"}})
     with pytest.raises(ImproperlyConfigured, match="amqp://"):
         parse_amqp_url("redis://h")
+
+
+# -- real worker processes -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_worker_killed_mid_task_has_its_message_redelivered(amqp_url: str, tmp_path: Path) -> None:
+    project = Project(tmp_path, broker=amqp_url)
+    with project.worker("-c", "1", "-P", "prefork") as proc:
+        project.app.send_task("proj.slow_late", ("k", 30), queue="celery")
+        wait_for(lambda: "start:k" in project.executions(), timeout=20, what="task started")
+        kill_tree(proc.pid)  # SIGKILL: no ack, no goodbye; RabbitMQ notices the closed socket
+        proc.wait(10)
+    project.app.close()
+    with project.worker("-c", "1", "-P", "prefork"):
+        wait_for(
+            lambda: project.executions().count("start:k") == 2,
+            timeout=30,
+            what="redelivered task started again",
+        )
+
+
+# -- broker restart (keep last: it stops the whole RabbitMQ app for a few seconds) -----------------
+@pytest.mark.slow
+def test_broker_restart_mid_load_loses_nothing_confirmed(amqp_url: str) -> None:
+    opts = {"retry_budget": 90, "connect_timeout": 2}
+    producer, consumer = create_transport(amqp_url, opts), create_transport(amqp_url, opts)
+    q = qname()
+    producer.declare(Queue(q))
+    confirmed: list[int] = []
+    received: set[int] = set()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        n = 0
+        while not stop.is_set() and n < 3000:
+            try:
+                producer.publish(to_queue(q, *(msg(i) for i in range(n, n + 10))))
+            except TransportError as exc:
+                errors.append(exc)
+                return
+            confirmed.extend(range(n, n + 10))
+            n += 10
+            time.sleep(0.005)
+
+    def consume() -> None:
+        while not stop.is_set():
+            try:
+                got = consumer.fetch([q], 50, 0.5)
+                received.update(d.message.headers["n"] for d in got)
+                consumer.ack(got)
+            except TransportError:
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+    for th in threads:
+        th.start()
+    try:
+        wait_for(lambda: len(confirmed) >= 300, timeout=30, what="load before the restart")
+        rabbitmqctl("stop_app")
+        try:
+            time.sleep(1.0)  # the broker stays down a moment: clients must notice and wait
+        finally:
+            rabbitmqctl("start_app")
+        wait_for(lambda: len(confirmed) >= 3000 or errors, timeout=90, what="load after restart")
+        wait_for(lambda: received >= set(confirmed), timeout=60, what="every confirmed message")
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(30)
+        producer.close()
+        consumer.close()
+    assert not errors
+    assert received >= set(confirmed)

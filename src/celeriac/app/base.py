@@ -22,6 +22,7 @@ from celeriac import signals
 from celeriac.app.backend import ResultBackend
 from celeriac.app.config import Settings
 from celeriac.app.context import current_request, current_task_var
+from celeriac.app.fixups import apply_fixups
 from celeriac.app.control import Control
 from celeriac.app.registry import TaskRegistry
 from celeriac.app.routing import Router
@@ -338,6 +339,7 @@ class Celery:
             if self.finalized:
                 return
             self.finalized = True
+            apply_fixups()
             if not self.configured:
                 self.configured = True
                 self.on_after_configure.send(sender=self, source=self.conf)

@@ -41,6 +41,6 @@ def test_mypy_checks_task_arguments(tmp_path: Path) -> None:
     errors = [line for line in run.stdout.splitlines()
               if ": error:" in line and line.startswith(str(path))]
     lines = sorted({int(line.split(":")[1]) for line in errors})
-    text = SNIPPET.lstrip("\n").splitlines()
+    text = path.read_text().splitlines()
     flagged = {text[n - 1].split("#")[0].strip() for n in lines}
     assert flagged == {'add.delay("one", 2)', "add.delay(1)", "fetch.delay(3)"}, run.stdout

@@ -278,6 +278,10 @@ class Consumer:
         self.dispatch()
 
     def _worker_lost(self, request: Request, result: JobResult) -> None:
+        if request.time_start is None and not request.acknowledged:
+            # It never started: nothing ran, so it simply goes back to the queue.
+            self.requeue([request.delivery])
+            return
         if request.acks_late and not request.acknowledged and (
             request.task.reject_on_worker_lost or self.cold
         ):

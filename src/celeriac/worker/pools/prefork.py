@@ -43,14 +43,26 @@ def _load_app(app: Celery | str) -> Celery:
 
 def child_main(app_ref: Celery | str, conn: multiprocessing.connection.Connection,
                hostname: str) -> None:
-    """The loop of one pool process: receive a job, run it, send its result."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when children stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """The loop of one pool process: receive a job, run it, send its result.
+
+    SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish: the
+    process exits after it, and the supervisor runs its warm shutdown. SIGINT is the
+    supervisor's to handle.
+    """
+    state = {"running": False, "stop": False}
+
+    def on_term(signum: int, frame: Any) -> None:
+        state["stop"] = True
+        if not state["running"]:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
     app = _load_app(app_ref)
     app._check_fork()
     signals.worker_process_init.send(sender=None)
     try:
-        while True:
+        while not state["stop"]:
             try:
                 batch = conn.recv()
             except EOFError:
@@ -58,10 +70,12 @@ def child_main(app_ref: Celery | str, conn: multiprocessing.connection.Connectio
             if batch is None:
                 break
             for job in batch:  # the supervisor sends jobs in batches: fewer wake-ups
-                if job is None:
+                if job is None or state["stop"]:
                     return
+                state["running"] = True
                 with soft_limit_alarm(job.soft_time_limit):
                     result = run_job(app, job)
+                state["running"] = False
                 result.rss_kb = current_rss_kb()
                 conn.send(result)
     finally:
@@ -316,7 +330,9 @@ class PreforkPool(Pool):
         for child in self._children:
             if child.jobs and child.jobs[0].id == job_id and child.process.is_alive():
                 child.kill_reason = WorkerLostError(f"terminated by signal {signum}")
-                os.kill(child.pid, signum)
+                # Pool processes finish their task on SIGTERM (graceful stops); terminating a
+                # task must stop it now.
+                os.kill(child.pid, signal.SIGKILL if signum == signal.SIGTERM else signum)
                 return True
         return False
 

@@ -293,6 +293,9 @@ class FakeWorker:
         self.hostname = options.hostname or "celery@test"
         self.queue_names = list(options.queues or ["celery"])
         FakeWorker.made.append(self)
+        # As the real worker does: celeryd_init before anything reads the settings.
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
+                                  options=dict(options.extra.get("cli_options", {})))
 
     def banner(self) -> str:
         return "BANNER\n"

@@ -651,10 +651,7 @@ class Celery:
             compression=options.pop("compression", None) or conf.task_compression,
             delivery_mode=2 if conf.task_default_delivery_mode in (2, "persistent") else 1,
         ))
-        if not ignore_result:
-            backend = self._backend if self._backend_ready else self.backend
-            if backend is not None:
-                backend.on_task_call(reply_to or self.oid, task_id)
+        self._expect_reply(ignore_result, reply_to, task_id)
         self._publish_task(name, message, exchange, routing_key, queue, options)
         self.events.task_sent(message, exchange, routing_key, queue)  # with task_send_sent_event
         result = (result_cls or AsyncResult)(task_id, task_name=name, app=self)
@@ -675,6 +672,14 @@ class Celery:
         if self._events is None:
             self._events = AppEvents(self)
         return self._events
+
+    def _expect_reply(self, ignore_result: bool, reply_to: str | None, task_id: str) -> None:
+        """Let the result store prepare for a result sent to this client (rpc:// declares its
+        reply queue). Not for a message keeping another sender's reply_to (a worker's retry)."""
+        if not ignore_result and (reply_to is None or reply_to == self.oid):
+            backend = self._backend if self._backend_ready else self.backend
+            if backend is not None:
+                backend.on_task_call(self.oid, task_id)
 
     @property
     def _origin(self) -> str:

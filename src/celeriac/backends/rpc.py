@@ -24,6 +24,7 @@ The connection is taken from ``broker_url`` (an ``rpc://`` URL names no server o
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,8 @@ from celeriac.exceptions import ImproperlyConfigured, TransportError
 from celeriac.protocol.message import Message
 from celeriac.utils.amqp_conn import AMQPLink, LoopThread, is_connection_error, parse_amqp_url
 from celeriac.utils.amqp_wire import to_properties
+
+logger = logging.getLogger("celeriac.backends.rpc")
 
 TASK_KEY_PREFIX = "celery-task-meta-"
 DEFAULT_EXPIRES = 86400.0
@@ -188,6 +191,9 @@ class RPCResultStore(ResultStore):
         """Send a task's state to the client queue *reply_to* (local only without one)."""
         task_id = _task_id(key)
         if not reply_to:
+            logger.warning(
+                "rpc:// result for task %s has no reply_to; kept in this process only", task_id
+            )
             self._table.put(task_id, value, ttl)
             return
         self._call(self._retrying("sending a result", lambda: self._send(reply_to, task_id, value)))

@@ -179,7 +179,9 @@ class chord(Signature[Any, Any]):
             return self.apply(args, kwargs, task_id=task_id, **merged)
         body = self._require_body().clone()
         header = self.header
-        task_id = task_id or merged.pop("task_id", None) or body.id
+        # A frozen body keeps its id: Celery's chord dicts carry the header's group id in their
+        # own options.task_id, not the body's.
+        task_id = body.id or task_id or merged.get("task_id")
         merged.pop("task_id", None)
         for callback in as_list(merged.pop("link", None)):
             body.link(as_signature(callback, app))

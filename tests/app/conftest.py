@@ -20,3 +20,13 @@ def app() -> Iterator[Celery]:
     finally:
         app.close()
         set_current(previous)
+
+
+@pytest.fixture(autouse=True)
+def forget_shared_tasks() -> Iterator[None]:
+    """``@shared_task`` registers with every app made later; keep tests' ones from leaking."""
+    from celeriac.app import base
+
+    before = list(base._shared_constructors)
+    yield
+    base._shared_constructors[:] = before

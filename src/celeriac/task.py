@@ -498,7 +498,10 @@ def argument_checker(sig: inspect.Signature) -> Callable[..., None]:
     try:
         exec(f"def check{plain}:\n    return None\n", namespace)  # noqa: S102 - built from a signature
     except SyntaxError:  # a parameter name that is not an identifier: fall back to bind
-        return lambda *a, **kw: sig.bind(*a, **kw) and None
+        def bind_only(*args: Any, **kwargs: Any) -> None:
+            sig.bind(*args, **kwargs)
+
+        return bind_only
     checker: Callable[..., None] = namespace["check"]
     return checker
 

@@ -34,10 +34,12 @@ confirmed are sent again.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -49,6 +51,7 @@ from pamqp import commands as spec
 from celeriac.exceptions import TransportError
 from celeriac.protocol.entities import Queue
 from celeriac.protocol.message import Delivery, Message, Outgoing
+from celeriac.transports.amqp_outbox import Outbox
 from celeriac.transports.base import DeadLetter, Subscription, Transport
 from celeriac.utils.amqp_conn import (
     AMQPLink,
@@ -98,6 +101,19 @@ WAIT_SLICE = 1.0
 #: Extra seconds a synchronous call waits beyond its own budget before giving up on the loop.
 CALL_MARGIN = 30.0
 _QUORUM_TYPES = ("quorum", "stream")
+
+
+_open_transports: weakref.WeakSet[AMQPTransport] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Messages published behind must reach RabbitMQ before the interpreter goes."""
+    for transport in list(_open_transports):
+        try:
+            transport.close()
+        except Exception:  # exiting anyway
+            logger.debug("closing an AMQP transport at exit failed", exc_info=True)
 
 
 def _ms(seconds: float) -> int:
@@ -169,12 +185,15 @@ class AMQPSubscription(Subscription):
             self._event = asyncio.Event()
         return self._event
 
-    async def attach(self, conn_gen: int) -> None:
+    async def attach(self, conn_gen: int, restoring: bool = False) -> None:
         """Declare, bind and consume (again, after a reconnect)."""
         if self._gen == conn_gen or self.closed:
             return
         t = self._t
-        await t._ensure_broadcast_exchange(self.exchange)
+        if restoring:
+            await t._ensure_broadcast_exchange_unlocked(self.exchange)
+        else:
+            await t._ensure_broadcast_exchange(self.exchange)
         ch = await t._link.channel("subscribe")
         await ch.queue_declare(self.queue, durable=False, exclusive=True, auto_delete=True)
         kind = BROADCAST_EXCHANGES.get(self.exchange, DEFAULT_BROADCAST_EXCHANGE)[0]
@@ -261,7 +280,15 @@ class AMQPTransport(Transport):
         self._cgen = itertools.count(1)
         self._arrival = itertools.count()
         self._arrived: asyncio.Event | None = None
+        self._admin: asyncio.Lock | None = None
         self._closed = False
+        #: kombu's option: True waits for RabbitMQ's confirm in every publish() call. By default
+        #: publish() returns at once and confirms are collected behind it (see amqp_outbox).
+        self.confirm_publish = bool(self.options.get("confirm_publish", False))
+        self._outbox = Outbox(
+            self._link, self._ensure_queue, int(self.options.get("max_unconfirmed") or 10000)
+        )
+        _open_transports.add(self)
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -296,13 +323,23 @@ class AMQPTransport(Transport):
         self._known.clear()
         self._exchanges.clear()
         self._cs = None
+        # Unlocked: an operation holding the admin lock may be the one waiting for this connection.
         for queue in list(self._declared.values()):
-            await self._declare(queue)
+            await self._declare_unlocked(queue)
         for sub in list(self._subscriptions):
-            await sub.attach(self._link.generation)
+            await sub.attach(self._link.generation, restoring=True)
+
+    def _admin_lock(self) -> asyncio.Lock:
+        if self._admin is None:
+            self._admin = asyncio.Lock()
+        return self._admin
 
     # -- declaring ---------------------------------------------------------------------------------
     async def _declare(self, queue: Queue) -> None:
+        async with self._admin_lock():  # one admin channel: a 404 or 406 closes it for all
+            return await self._declare_unlocked(queue)
+
+    async def _declare_unlocked(self, queue: Queue) -> None:
         ch = await self._link.channel("admin")
         ex = queue.exchange
         what = f"exchange {ex.name!r}"
@@ -359,17 +396,22 @@ class AMQPTransport(Transport):
         if declared is not None:
             await self._declare(declared)
             return
-        ch = await self._link.channel("admin")
-        try:
-            await ch.queue_declare(name, passive=True)
-            self._known.add(name)
-            return
-        except amqp_errors.ChannelNotFoundEntity:
-            self._link.drop_channel("admin")
+        async with self._admin_lock():
+            ch = await self._link.channel("admin")
+            try:
+                await ch.queue_declare(name, passive=True)
+                self._known.add(name)
+                return
+            except amqp_errors.ChannelNotFoundEntity:
+                self._link.drop_channel("admin")
         # Celery's queue created on demand: durable, bound to a same-named direct exchange.
         await self._declare(Queue(name))
 
     async def _ensure_broadcast_exchange(self, exchange: str) -> None:
+        async with self._admin_lock():  # one admin channel: a 404 or 406 closes it for all
+            return await self._ensure_broadcast_exchange_unlocked(exchange)
+
+    async def _ensure_broadcast_exchange_unlocked(self, exchange: str) -> None:
         if exchange in self._exchanges:
             return
         kind, durable = BROADCAST_EXCHANGES.get(exchange, DEFAULT_BROADCAST_EXCHANGE)
@@ -441,8 +483,18 @@ class AMQPTransport(Transport):
                 await asyncio.sleep(0.05)
 
     def publish(self, items: Sequence[Outgoing]) -> None:
-        if items:
+        if not items:
+            return
+        if self.confirm_publish or not self._link.is_open:
+            # Waiting for confirms; also the first publish, so an unreachable broker raises here.
             self._call(self._publish_now(list(items)))
+            return
+        props = [to_properties(item.message, 2) for item in items]
+        self._outbox.put(list(items), props, self.params.retry_budget + CALL_MARGIN)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message published so far is confirmed by RabbitMQ."""
+        return self._outbox.flush(self.params.retry_budget if timeout is None else timeout)
 
     # -- consuming ---------------------------------------------------------------------------------
     def _event(self) -> asyncio.Event:
@@ -593,6 +645,8 @@ class AMQPTransport(Transport):
         if not queues or limit <= 0:
             return []
         wanted = list(dict.fromkeys(queues))
+        if self._outbox.unconfirmed:
+            self.flush()  # what this transport published is visible to its own consumers
         return self._call(self._fetch(wanted, limit, max(timeout, 0.0)), timeout)
 
     # -- settling ----------------------------------------------------------------------------------
@@ -723,6 +777,10 @@ class AMQPTransport(Transport):
 
     # -- queues and the dead-letter store ----------------------------------------------------------
     async def _passive_count(self, queue: str) -> int:
+        async with self._admin_lock():  # one admin channel: a 404 or 406 closes it for all
+            return await self._passive_count_unlocked(queue)
+
+    async def _passive_count_unlocked(self, queue: str) -> int:
         ch = await self._link.channel("admin")
         try:
             ok = await ch.queue_declare(queue, passive=True)
@@ -732,9 +790,14 @@ class AMQPTransport(Transport):
         return int(ok.message_count or 0)
 
     def queue_length(self, queue: str) -> int:
+        self.flush()  # count what this transport published, too
         return int(self._call(self._retrying("queue length", lambda: self._passive_count(queue))))
 
     async def _purge(self, queue: str) -> int:
+        async with self._admin_lock():  # one admin channel: a 404 or 406 closes it for all
+            return await self._purge_unlocked(queue)
+
+    async def _purge_unlocked(self, queue: str) -> int:
         ch = await self._link.channel("admin")
         try:
             ok = await ch.queue_purge(queue)
@@ -744,6 +807,7 @@ class AMQPTransport(Transport):
         return int(ok.message_count or 0)
 
     def purge(self, queue: str) -> int:
+        self.flush()
         return int(self._call(self._retrying("purge", lambda: self._purge(queue))))
 
     async def _read_dead(
@@ -861,7 +925,12 @@ class AMQPTransport(Transport):
     def close(self) -> None:
         if self._closed:
             return
+        if not self._outbox.flush(self.params.retry_budget):
+            logger.error(
+                "closing with %d message(s) RabbitMQ has not confirmed", self._outbox.unconfirmed
+            )
         self._closed = True
+        _open_transports.discard(self)
         try:
             self._runner.call(self._link.close(), 10)
         except Exception:  # closing anyway

@@ -31,14 +31,19 @@ def main() -> int:
     os.chdir(workdir)
     sys.path.insert(0, str(workdir))
     print(f"celeriac demo in {workdir} (broker: sqlite:///celeriac.db, no server needed)\n")
+    log = open(workdir / "worker.log", "wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celeriac", "-A", "demo_tasks", "worker", "-P", "prefork",
-         "-c", "2", "-l", "warning", "-q"],
-        cwd=workdir,
+        [sys.executable, "-m", "celeriac", "-q", "-A", "demo_tasks", "worker", "-P", "prefork",
+         "-c", "2", "-l", "info"],
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
     )
+    code = 1
     try:
-        return run_demo(worker)
+        code = run_demo(worker)
+        return code
     finally:
+        if code:
+            print("\nworker log:\n" + (workdir / "worker.log").read_text()[-3000:])
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -51,9 +56,12 @@ def main() -> int:
 
 
 def run_demo(worker: subprocess.Popen[bytes]) -> int:
-    from celeriac import chain, group
+    from celeriac import chain, chord, group
     from demo_tasks import add, divide, double, fetch_price, flaky, total
 
+    started = time.monotonic()
+    add.delay(0, 0).get(timeout=60)
+    print(f"Worker (prefork, 2 processes) answering after {time.monotonic() - started:.2f}s.\n")
     print(f"1. Sending {BATCH} tasks (add.delay(i, i)) and waiting for their results:")
     started = time.monotonic()
     results = [add.delay(i, i) for i in range(BATCH)]
@@ -79,10 +87,13 @@ def run_demo(worker: subprocess.Popen[bytes]) -> int:
         print(f"   divide(1, 0) raised {type(exc).__name__}: {exc}")
         print("   " + "\n   ".join((failing.traceback or "").strip().splitlines()[-3:]) + "\n")
 
-    print("5. A workflow: chain(add(2, 3) | double) and a group summed by a chord-like step:")
-    print(f"   chain -> {chain(add.s(2, 3), double.s()).apply_async().get(timeout=30)}")
+    print("5. Workflows:")
+    print(f"   chain(add.s(2, 3), double.s())            -> "
+          f"{chain(add.s(2, 3), double.s()).apply_async().get(timeout=30)}")
     values = group(double.s(i) for i in range(10)).apply_async().get(timeout=30)
-    print(f"   group -> {values}; total -> {total.delay(values).get(timeout=30)}")
+    print(f"   group(double.s(i) for i in range(10))     -> {values}")
+    summed = chord(double.s(i) for i in range(10))(total.s()).get(timeout=30)
+    print(f"   chord(double.s(i) ...)(total.s())        -> {summed}")
     if worker.poll() is not None:
         print("the worker died unexpectedly", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import env_for, project_dir, rate, table, worker  # noqa: E402
+from common import env_for, project_dir, rate, table, worker
 
 AMQP = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import itertools
 import logging
 import time
@@ -281,6 +282,7 @@ class AMQPTransport(Transport):
         self._arrival = itertools.count()
         self._arrived: asyncio.Event | None = None
         self._admin: asyncio.Lock | None = None
+        self._settling: set[concurrent.futures.Future[Any]] = set()
         self._closed = False
         #: kombu's option: True waits for RabbitMQ's confirm in every publish() call. By default
         #: publish() returns at once and confirms are collected behind it (see amqp_outbox).
@@ -684,7 +686,19 @@ class AMQPTransport(Transport):
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            self._call(self._ack(list(deliveries)))
+            self._settle(self._ack(list(deliveries)))
+
+    def _settle(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run an ack/reject on the loop without waiting: frames leave in call order, and a lost
+        connection returns the deliveries anyway. ``close`` waits for the ones in flight."""
+        future = self._runner.submit(coro)
+        self._settling.add(future)
+        future.add_done_callback(self._settled)
+
+    def _settled(self, future: concurrent.futures.Future[Any]) -> None:
+        self._settling.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("settling deliveries failed: %s", future.exception())
 
     async def _reject(
         self, cs: _ConsumeState, deliveries: Sequence[Delivery], requeue: bool
@@ -704,7 +718,7 @@ class AMQPTransport(Transport):
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            self._call(self._requeue(list(deliveries)))
+            self._settle(self._requeue(list(deliveries)))
 
     async def _copy_then_ack(
         self, delivery: Delivery, out: Outgoing, declare: Queue | None = None
@@ -925,6 +939,7 @@ class AMQPTransport(Transport):
     def close(self) -> None:
         if self._closed:
             return
+        concurrent.futures.wait(list(self._settling), timeout=10)
         if not self._outbox.flush(self.params.retry_budget):
             logger.error(
                 "closing with %d message(s) RabbitMQ has not confirmed", self._outbox.unconfirmed

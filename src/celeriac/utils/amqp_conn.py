@@ -13,6 +13,7 @@ restore hooks its owner registered (re-declare, re-consume, re-subscribe).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -248,9 +249,9 @@ class LoopThread:
             future.cancel()
             raise TransportError(f"AMQP operation timed out after {timeout}s") from exc
 
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run *coro* on the loop without waiting."""
-        asyncio.run_coroutine_threadsafe(coro, self.loop)
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run *coro* on the loop without waiting; the future reports how it ended."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
         if self.loop.is_closed():

@@ -14,6 +14,7 @@ import pytest
 from celeriac.backends import create_store
 from celeriac.backends.rpc import RPCResultStore
 from celeriac.exceptions import ImproperlyConfigured
+
 from support.amqpvhost import list_queues, private_vhost
 
 pytestmark = pytest.mark.amqp

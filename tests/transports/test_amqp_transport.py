@@ -20,6 +20,7 @@ from celeriac.protocol.message import Message, Outgoing
 from celeriac.transports import create_transport
 from celeriac.transports.base import Transport
 from celeriac.utils.amqp_conn import parse_amqp_url
+
 from contract.transport_contract import TransportContract, drain, msg, qname, to_queue
 from support.amqpvhost import list_exchanges, list_queues, private_vhost, rabbitmqctl
 from support.waiting import wait_for

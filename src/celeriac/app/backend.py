@@ -134,8 +134,12 @@ class ResultBackend:
         send_reply = getattr(self.store, "send_reply", None)
         if send_reply is not None:
             # Stores that route results to the sending client (rpc://) need its reply_to.
-            send_reply(getattr(request, "reply_to", None), task_key(task_id), self.encode(meta),
-                       self.expires)
+            send_reply(
+                getattr(request, "reply_to", None),
+                task_key(task_id),
+                self.encode(meta),
+                self.expires,
+            )
         else:
             self.store.set(task_key(task_id), self.encode(meta), self.expires)
         return meta

@@ -19,6 +19,7 @@ from celeriac.cli.main import celeriac
 from celeriac.contrib.testing import start_worker
 from celeriac.events.state import State
 from celeriac.worker.worker import Worker
+
 from support.background import background
 from support.waiting import wait_for
 from support.workerproc import Project
@@ -47,7 +48,7 @@ def test_inspect_ping_text_and_json(worker: Worker) -> None:
     assert "->  cli@host: OK" in out.output and "pong" in out.output
     assert "1 node online." in out.output
     out = invoke("inspect", "registered", "-d", "cli@host", "--json")
-    assert json.loads(out.output) == {"cli@host": ["ctl.add"]}
+    assert "ctl.add" in json.loads(out.output)["cli@host"]
     out = invoke("inspect", "query_task", "a", "b", "-d", "cli@host", "-j")
     assert json.loads(out.output) == {"cli@host": {}}
     out = invoke("inspect", "active", "-d", "cli@host")

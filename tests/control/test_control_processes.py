@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import redis
+
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for
 from support.workerproc import Project

@@ -14,6 +14,7 @@ import pytest
 import redis
 from celeriac import Celery
 from celeriac.contrib.testing import start_worker
+
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for
 
@@ -78,7 +79,7 @@ def test_kombu_mailbox_reaches_a_celeriac_worker(url: str) -> None:
         with start_worker(app, pool="threads", hostname="kmb@host"), kombu.Connection(url) as conn:
             mailbox = pidbox.Mailbox("celery", type="fanout", accept=["json"])(conn)
             replies = wait_for(
-                lambda: mailbox._broadcast("ping", {}, None, reply=True, timeout=2),
+                lambda: mailbox._broadcast("ping", {}, ["kmb@host"], reply=True, timeout=2),
                 timeout=10,
                 what="kombu ping reply",
             )

@@ -15,6 +15,7 @@ from celeriac.events.dispatcher import EventDispatcher
 from celeriac.events.receiver import EventReceiver, events_from_message
 from celeriac.events.state import State
 from celeriac.protocol.message import Message
+
 from support.waiting import wait_for
 
 SAMPLE = "/work/shared/wire-samples/redis-worker/event_task_multi_envelope.json"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import redis
+
 from support.background import background
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for

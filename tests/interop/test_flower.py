@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import redis
+
 from support.background import background
 from support.redisserver import free_port
 from support.servers import port_open, redis_url_or_skip

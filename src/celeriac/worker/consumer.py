@@ -254,7 +254,7 @@ class Consumer:
         self.worker.state.task_done(job.name)
         state = result.state
         signum = self.worker.control.terminated.pop(job.id, None)
-        if signum is not None and state in (states.FAILURE, WORKER_LOST):
+        if signum is not None and state in (states.FAILURE, states.REVOKED, WORKER_LOST):
             # Stopped by revoke(terminate=True): REVOKED, not a failure or a lost worker.
             self._revoke(request, expired=False, terminated=True, signum=signum)
             self.dispatch()

@@ -16,7 +16,7 @@ import uuid
 import redis
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import REDIS, env_for, project_dir, rate, table  # noqa: E402
+from common import REDIS, env_for, project_dir, rate, table
 
 
 def fresh(module: str) -> object:
@@ -89,21 +89,29 @@ def main() -> None:
     celery_rate = bench_celery(redis_url, n)
     redis_single, redis_batch = bench_celeriac(redis_url, redis_url, n)
     mem_single, mem_batch = bench_celeriac(f"memory://{uuid.uuid4().hex}", None, n)
-    sqlite_single, sqlite_batch = bench_celeriac(f"sqlite:///{root}/b.db",
-                                                 f"sqlite:///{root}/r.db", n)
-    table(f"delay() on Redis, {n} calls (ratio to the plain redis-py LPUSH loop)", [
-        ("plain redis-py + hiredis LPUSH loop", plain, "/s"),
-        ("Celery delay()", celery_rate, "/s"),
-        ("celeriac delay()", redis_single, "/s"),
-        ("celeriac group(...).apply_async() (one batch)", redis_batch, "/s"),
-    ], baseline=plain)
+    sqlite_single, sqlite_batch = bench_celeriac(
+        f"sqlite:///{root}/b.db", f"sqlite:///{root}/r.db", n
+    )
+    table(
+        f"delay() on Redis, {n} calls (ratio to the plain redis-py LPUSH loop)",
+        [
+            ("plain redis-py + hiredis LPUSH loop", plain, "/s"),
+            ("Celery delay()", celery_rate, "/s"),
+            ("celeriac delay()", redis_single, "/s"),
+            ("celeriac group(...).apply_async() (one batch)", redis_batch, "/s"),
+        ],
+        baseline=plain,
+    )
     print(f"  celeriac delay() vs Celery delay(): x{redis_single / celery_rate:.1f}")
-    table("celeriac delay() on the embedded brokers", [
-        ("memory:// delay()", mem_single, "/s"),
-        ("memory:// group batch", mem_batch, "/s"),
-        ("sqlite:// delay() (durable commit per call)", sqlite_single, "/s"),
-        ("sqlite:// group batch", sqlite_batch, "/s"),
-    ])
+    table(
+        "celeriac delay() on the embedded brokers",
+        [
+            ("memory:// delay()", mem_single, "/s"),
+            ("memory:// group batch", mem_batch, "/s"),
+            ("sqlite:// delay() (durable commit per call)", sqlite_single, "/s"),
+            ("sqlite:// group batch", sqlite_batch, "/s"),
+        ],
+    )
     redis.Redis.from_url(redis_url).flushdb()
 
 

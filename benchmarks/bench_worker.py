@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import REDIS, env_for, p50_ms, project_dir, table, worker  # noqa: E402
+from common import REDIS, env_for, p50_ms, project_dir, table, worker
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -173,10 +173,12 @@ def main() -> None:
     base = drains.get("celery")
     for mode in ("stored", "ignored"):
         rows = [(f"{k} drain, results {mode}", drains[k][mode], "tasks/s") for k in kinds]
-        table(f"drain {args.n} no-op tasks, prefork -c 2, {args.broker}", rows,
-              baseline=base[mode] if base else None)
-    for metric, unit in (("startup", "s"), ("p50", "ms"), ("idle", "s CPU in 3 s"),
-                         ("rss", "MiB")):
+        table(
+            f"drain {args.n} no-op tasks, prefork -c 2, {args.broker}",
+            rows,
+            baseline=base[mode] if base else None,
+        )
+    for metric, unit in (("startup", "s"), ("p50", "ms"), ("idle", "s CPU in 3 s"), ("rss", "MiB")):
         rows = [(f"{k} {metric}", other[k][metric], unit) for k in kinds]
         table(metric, rows, baseline=other["celery"][metric] if base else None)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 
-CELERIAC_APP = '''
+CELERIAC_APP = """
 import os
 from celeriac import Celery
 app = Celery("bench", broker=os.environ["B_BROKER"], backend=os.environ.get("B_BACKEND") or None)
@@ -29,9 +29,9 @@ def noop(i=0):
 @app.task(name="bench.noop_ignored", ignore_result=True)
 def noop_ignored(i=0):
     return i
-'''
+"""
 
-CELERY_APP = '''
+CELERY_APP = """
 import os
 from celery import Celery
 app = Celery("bench", broker=os.environ["B_BROKER"], backend=os.environ.get("B_BACKEND") or None)
@@ -43,7 +43,7 @@ def noop(i=0):
 @app.task(name="bench.noop_ignored", ignore_result=True)
 def noop_ignored(i=0):
     return i
-'''
+"""
 
 
 def project_dir() -> Path:
@@ -61,24 +61,25 @@ def env_for(broker: str, backend: str | None) -> dict[str, str]:
 
 
 @contextmanager
-def worker(kind: str, root: Path, env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    kind: str, root: Path, env: dict[str, str], *args: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a celeriac or Celery worker (prefork, 2 processes unless told) and stop it by PID."""
     module = "celeriac_bench" if kind == "celeriac" else "celery_bench"
     tool = "celeriac" if kind == "celeriac" else "celery"
     cmd = [sys.executable, "-m", tool, "-A", module, "worker", "-l", "warning", *args]
-    log = open(root / f"{kind}-worker.log", "ab")
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
+    with open(root / f"{kind}-worker.log", "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
 
 
 def rate(count: int, seconds: float) -> float:

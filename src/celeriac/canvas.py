@@ -137,7 +137,9 @@ class Signature(dict[str, Any], Generic[P, R]):
 
     # -- building --------------------------------------------------------------------------------
     def _merge(
-        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
         merged_options = {**self.options, **(options or {})}
@@ -150,7 +152,9 @@ class Signature(dict[str, Any], Generic[P, R]):
         )
 
     def clone(
-        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Signature[P, R]:
         """A copy with *args* prepended, *kwargs* and *options* merged (unless immutable)."""
@@ -187,8 +191,13 @@ class Signature(dict[str, Any], Generic[P, R]):
         self.immutable = immutable
 
     def freeze(
-        self, _id: str | None = None, group_id: str | None = None, chord: Any = None,
-        root_id: str | None = None, parent_id: str | None = None, group_index: int | None = None,
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
     ) -> AsyncResultT[R]:
         """Give the signature its task id now and return the result it will have."""
         opts = self.options
@@ -208,7 +217,7 @@ class Signature(dict[str, Any], Generic[P, R]):
             opts["parent_id"] = parent_id
         return self.AsyncResult(task_id)
 
-    def AsyncResult(self, task_id: str) -> AsyncResultT[R]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResultT[R]:
         return self.app.AsyncResult(task_id, task_name=self.task)
 
     def link(self, callback: Signature[Any, Any]) -> Signature[Any, Any]:
@@ -228,8 +237,11 @@ class Signature(dict[str, Any], Generic[P, R]):
 
     # -- running ---------------------------------------------------------------------------------
     def apply_async(
-        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
-        route_name: str | None = None, **options: Any,
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        route_name: str | None = None,
+        **options: Any,
     ) -> AsyncResultT[R]:
         """Send the task with the signature's arguments and options merged with these."""
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
@@ -242,7 +254,9 @@ class Signature(dict[str, Any], Generic[P, R]):
         return self.apply_async(args, kwargs)
 
     def apply(
-        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> EagerResult[R]:
         """Run the task here and now (no worker)."""

@@ -173,7 +173,7 @@ class TaskError(CeleryError):
     """Base class for task errors."""
 
 
-class TimeoutError(TaskError):  # noqa: A001 - Celery's public name
+class TimeoutError(TaskError):
     """The operation timed out."""
 
 

@@ -1,4 +1,5 @@
-"""Task results: :class:`AsyncResult`, :class:`EagerResult`, :class:`ResultSet`, :class:`GroupResult`."""
+"""Task results: :class:`AsyncResult`, :class:`EagerResult`, :class:`ResultSet` and
+:class:`GroupResult`."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class AsyncResult(Generic[R]):
             self._backend = self.app.backend
         if self._backend is None:
             raise ImproperlyConfigured(
-                "No result backend is configured: set result_backend (e.g. 'redis://localhost/1' or "
+                "No result backend is configured: set result_backend "
+                "(e.g. 'redis://localhost/1' or "
                 "'sqlite:///celeriac-results.db') to read task results."
             )
         return self._backend
@@ -149,8 +151,8 @@ class AsyncResult(Generic[R]):
         on_message: Callable[[Meta], Any] | None = None,
         on_interval: Callable[[], Any] | None = None,
         disable_sync_subtasks: bool = True,
-        EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,  # noqa: N803
-        PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES,  # noqa: N803
+        EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
+        PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES,
     ) -> R:
         """Wait for the task to finish and return its value (re-raising its exception)."""
         if disable_sync_subtasks:
@@ -204,12 +206,17 @@ class AsyncResult(Generic[R]):
         self.backend.forget(self.id)
 
     def revoke(
-        self, connection: Any = None, terminate: bool = False, signal: str | None = None,
-        wait: bool = False, timeout: float | None = None,
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
     ) -> None:
         """Ask workers not to run (or, with *terminate*, to stop) this task."""
-        self.app.control.revoke(self.id, terminate=terminate, signal=signal, reply=wait,
-                                timeout=timeout)
+        self.app.control.revoke(
+            self.id, terminate=terminate, signal=signal, reply=wait, timeout=timeout
+        )
 
     def as_tuple(self) -> tuple[tuple[str, Any], None]:
         parent = self.parent.as_tuple() if self.parent is not None else None
@@ -275,8 +282,11 @@ class EagerResult(AsyncResult[R]):
         return self._cache
 
     def get(  # type: ignore[override]
-        self, timeout: float | None = None, propagate: bool = True,
-        disable_sync_subtasks: bool = True, **kwargs: Any,
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        disable_sync_subtasks: bool = True,
+        **kwargs: Any,
     ) -> R:
         if disable_sync_subtasks:
             assert_will_not_block()
@@ -357,18 +367,29 @@ class ResultSet:
         self.app.control.revoke([r.id for r in self.results], terminate=terminate, signal=signal)
 
     def get(
-        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
-        callback: Callable[[str, Any], Any] | None = None, disable_sync_subtasks: bool = True,
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        disable_sync_subtasks: bool = True,
         **kwargs: Any,
     ) -> list[Any]:
         """Wait for every result; values in order."""
-        return self.join(timeout, propagate, interval, callback,
-                         disable_sync_subtasks=disable_sync_subtasks)
+        return self.join(
+            timeout, propagate, interval, callback, disable_sync_subtasks=disable_sync_subtasks
+        )
 
     def join(
-        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
-        callback: Callable[[str, Any], Any] | None = None, no_ack: bool = True,
-        on_message: Any = None, disable_sync_subtasks: bool = True, on_interval: Any = None,
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Any = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Any = None,
     ) -> list[Any]:
         if disable_sync_subtasks:
             assert_will_not_block()
@@ -407,8 +428,12 @@ class GroupResult(ResultSet):
     """The results of a group, with the group's id; ``save()``/``restore()`` keep it by id."""
 
     def __init__(
-        self, id: str | None = None, results: Iterable[AsyncResult[Any]] = (),
-        parent: AsyncResult[Any] | None = None, app: Celery | None = None, **kwargs: Any,
+        self,
+        id: str | None = None,
+        results: Iterable[AsyncResult[Any]] = (),
+        parent: AsyncResult[Any] | None = None,
+        app: Celery | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(results, app=app)
         self.id = id
@@ -457,11 +482,14 @@ class GroupResult(ResultSet):
 
 
 def _is_group_tuple(value: Any) -> bool:
-    """True for Celery's stored group form ``[[gid, parent], [members]]`` (vs a bare member list)."""
+    """True for Celery's stored group form ``[[gid, parent], [members]]``."""
     return (
-        isinstance(value, list | tuple) and len(value) == 2
-        and isinstance(value[0], list | tuple) and len(value[0]) == 2
-        and isinstance(value[0][0], str) and isinstance(value[1], list | tuple)
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and isinstance(value[0], list | tuple)
+        and len(value[0]) == 2
+        and isinstance(value[0][0], str)
+        and isinstance(value[1], list | tuple)
     )
 
 
@@ -471,7 +499,10 @@ def result_from_tuple(value: Any, app: Celery | None = None) -> Any:
         return value
     (task_id, parent), nodes = value
     if nodes is not None and isinstance(nodes, Sequence):
-        return GroupResult(task_id, [result_from_tuple(n, app) for n in nodes],
-                           parent=result_from_tuple(parent, app) if parent else None, app=app)
-    return AsyncResult(task_id, app=app,
-                       parent=result_from_tuple(parent, app) if parent else None)
+        return GroupResult(
+            task_id,
+            [result_from_tuple(n, app) for n in nodes],
+            parent=result_from_tuple(parent, app) if parent else None,
+            app=app,
+        )
+    return AsyncResult(task_id, app=app, parent=result_from_tuple(parent, app) if parent else None)

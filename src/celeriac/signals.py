@@ -1,7 +1,7 @@
 """Signals with Celery's names, fired in the processes where Celery fires them.
 
-``@task_success.connect`` and ``task_success.connect(handler, sender=...)`` work as in Celery; handlers
-receive ``sender`` and keyword arguments and should accept ``**kwargs``.
+``@task_success.connect`` and ``task_success.connect(handler, sender=...)`` work as in Celery;
+handlers receive ``sender`` and keyword arguments and should accept ``**kwargs``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ Handler = Callable[..., Any]
 
 
 class Signal:
-    """A named signal: handlers connect, senders ``send``; a failing handler is logged, not raised."""
+    """A named signal: handlers connect, senders ``send``; a failing handler is logged."""
 
     def __init__(self, name: str, providing_args: frozenset[str] | None = None) -> None:
         self.name = name
@@ -28,7 +28,11 @@ class Signal:
         self._receivers: list[tuple[tuple[int, int | None], Callable[[], Handler | None], Any]] = []
 
     def connect(
-        self, receiver: Handler | None = None, *, sender: Any = None, weak: bool = False,
+        self,
+        receiver: Handler | None = None,
+        *,
+        sender: Any = None,
+        weak: bool = False,
         dispatch_uid: Any = None,
     ) -> Any:
         """Connect *receiver*; usable as ``@sig.connect`` or ``@sig.connect(sender=...)``."""
@@ -42,8 +46,10 @@ class Signal:
                     ref = weakref.ref(fn)
             else:
                 ref = _strong(fn)
-            key = (id(dispatch_uid) if dispatch_uid is not None else id(fn),
-                   None if sender is None else id(sender))
+            key = (
+                id(dispatch_uid) if dispatch_uid is not None else id(fn),
+                None if sender is None else id(sender),
+            )
             with self._lock:
                 if all(existing != key for existing, _, _ in self._receivers):
                     self._receivers.append((key, ref, sender))
@@ -53,8 +59,9 @@ class Signal:
             return register
         return register(receiver)
 
-    def disconnect(self, receiver: Handler | None = None, *, sender: Any = None,
-                   dispatch_uid: Any = None) -> bool:
+    def disconnect(
+        self, receiver: Handler | None = None, *, sender: Any = None, dispatch_uid: Any = None
+    ) -> bool:
         """Disconnect a handler; True when one was connected."""
         target = id(dispatch_uid) if dispatch_uid is not None else id(receiver)
         key = (target, None if sender is None else id(sender))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, ca
 
 from celeriac import states
 from celeriac.app.context import Context
-from celeriac.canvas import Signature, signature
+from celeriac.canvas import Signature
 from celeriac.exceptions import (
     Ignore,
     MaxRetriesExceededError,
@@ -197,15 +197,30 @@ class Task(Generic[P, R]):
         if self.typing if self.typing is not None else app.strict_typing:
             self.check_arguments(args, kwargs)
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id or str(uuid.uuid4()), link=link,
-                              link_error=link_error, **options)
+            return self.apply(
+                args,
+                kwargs,
+                task_id=task_id or str(uuid.uuid4()),
+                link=link,
+                link_error=link_error,
+                **options,
+            )
         return app.send_task(
-            self.name, args, kwargs, task_id=task_id, link=link, link_error=link_error,
-            shadow=shadow or self.shadow_name(args, kwargs, options), task_type=self, **options,
+            self.name,
+            args,
+            kwargs,
+            task_id=task_id,
+            link=link,
+            link_error=link_error,
+            shadow=shadow or self.shadow_name(args, kwargs, options),
+            task_type=self,
+            **options,
         )
 
     async def aapply_async(
-        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult[R]:
         """``apply_async`` for asyncio programs."""
@@ -230,19 +245,32 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> EagerResult[R]:
         """Run the task here, now, as a worker would (hooks, signals, retries), and return an
-        :class:`EagerResult`. Exceptions propagate when *throw* (default ``task_eager_propagates``)."""
+        :class:`EagerResult`. Exceptions propagate when *throw* (default:
+        ``task_eager_propagates``)."""
         from celeriac.app.trace import apply_eager
 
         return apply_eager(
-            self, list(args or ()), dict(kwargs or {}), link=link, link_error=link_error,
-            task_id=task_id, retries=retries or 0, throw=throw, logfile=logfile,
-            loglevel=loglevel, headers=headers, options=options,
+            self,
+            list(args or ()),
+            dict(kwargs or {}),
+            link=link,
+            link_error=link_error,
+            task_id=task_id,
+            retries=retries or 0,
+            throw=throw,
+            logfile=logfile,
+            loglevel=loglevel,
+            headers=headers,
+            options=options,
         )
 
     # -- signatures -------------------------------------------------------------------------------
     def signature(
-        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None, **star: Any,
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        **star: Any,
     ) -> Signature[P, R]:
         """A signature of this task with partial arguments and options."""
         return Signature(self, args, kwargs, {**(options or {}), **star}, app=self.app)
@@ -259,7 +287,7 @@ class Task(Generic[P, R]):
         sig.immutable = True
         return sig
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[R]:  # noqa: N802
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[R]:
         """The result object for *task_id* of this task."""
         return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)
 
@@ -280,8 +308,12 @@ class Task(Generic[P, R]):
 
     # -- inside a running task --------------------------------------------------------------------
     def signature_from_request(
-        self, request: Context | None = None, args: Iterable[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None, queue: str | None = None, **extra: Any,
+        self,
+        request: Context | None = None,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        **extra: Any,
     ) -> Signature[P, R]:
         """The signature that sends this request again (used by ``retry``)."""
         request = request or self.request
@@ -334,7 +366,8 @@ class Task(Generic[P, R]):
                 raise exc
             raise self.MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{sig.args} kwargs:{sig.kwargs}",
-                task_args=sig.args, task_kwargs=sig.kwargs,
+                task_args=sig.args,
+                task_kwargs=sig.kwargs,
             )
         ret = Retry(exc=exc, when=eta or countdown, is_eager=request.is_eager, sig=sig)
         if not request.is_eager:
@@ -347,7 +380,10 @@ class Task(Generic[P, R]):
         return ret
 
     def update_state(
-        self, task_id: str | None = None, state: str | None = None, meta: Any = None,
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
         **kwargs: Any,
     ) -> None:
         """Store a custom state (e.g. ``PROGRESS`` with a meta dict) for this or another task."""
@@ -356,8 +392,9 @@ class Task(Generic[P, R]):
             raise ValueError("update_state needs a task_id outside a running task")
         backend = self.app.backend
         if backend is not None:
-            backend.store_result(task_id, meta, state or states.PENDING, request=self.request,
-                                 **kwargs)
+            backend.store_result(
+                task_id, meta, state or states.PENDING, request=self.request, **kwargs
+            )
 
     def replace(self, sig: Signature[Any, Any]) -> Any:
         """Replace this task with *sig*: its result becomes this task's result."""
@@ -370,8 +407,9 @@ class Task(Generic[P, R]):
 
         return add_to_chord(self, sig, lazy)
 
-    def send_event(self, type_: str, retry: bool = True, retry_policy: Any = None,
-                   **fields: Any) -> None:
+    def send_event(
+        self, type_: str, retry: bool = True, retry_policy: Any = None, **fields: Any
+    ) -> None:
         """Send a custom event from the running task (needs events enabled on the worker)."""
         dispatcher = getattr(self.app, "event_dispatcher", None)
         if dispatcher is not None:
@@ -381,20 +419,40 @@ class Task(Generic[P, R]):
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Called in the worker before the task runs."""
 
-    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> None:
+    def on_success(
+        self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         """Called in the worker after the task succeeded."""
 
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any], einfo: Any) -> None:
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
         """Called in the worker after the task failed."""
 
-    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], einfo: Any) -> None:
+    def on_retry(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
         """Called in the worker when the task is retried."""
 
-    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any], einfo: Any) -> None:
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
         """Called in the worker after the task returned, whatever the outcome."""
 
     def on_replace(self, sig: Signature[Any, Any]) -> None:
@@ -431,20 +489,7 @@ def add_autoretry(task: Task[Any, Any]) -> None:
     original = task.run
 
     def retry_for(exc: BaseException) -> BaseException:
-        kwargs = dict(retry_kwargs)
-        if task.retry_backoff:
-            kwargs["countdown"] = exponential_backoff(
-                factor=int(max(1.0, float(task.retry_backoff))),
-                retries=task.request.retries,
-                maximum=task.retry_backoff_max,
-                full_jitter=task.retry_jitter,
-            )
-        if hasattr(task, "override_max_retries"):
-            kwargs["max_retries"] = task.override_max_retries
-        ret = task.retry(exc=exc, **kwargs)
-        if hasattr(task, "override_max_retries"):
-            delattr(task, "override_max_retries")
-        return ret
+        return _autoretry(task, exc, retry_kwargs)
 
     def should_retry(exc: BaseException) -> bool:
         if isinstance(exc, Ignore | Retry | Reject):
@@ -453,7 +498,19 @@ def add_autoretry(task: Task[Any, Any]) -> None:
             return False
         return isinstance(exc, autoretry_for)
 
-    if task._is_async:
+    task.run = _retrying(original, task._is_async, should_retry, retry_for)  # type: ignore[method-assign]
+    task._signature_cache = inspect.signature(original)
+    task._checker = None
+
+
+def _retrying(
+    original: Callable[..., Any],
+    is_async: bool,
+    should_retry: Callable[[BaseException], bool],
+    retry_for: Callable[[BaseException], BaseException],
+) -> Callable[..., Any]:
+    """Wrap a task's ``run`` (sync or async) so retryable exceptions become ``retry_for(exc)``."""
+    if is_async:
         async_original = cast(Callable[..., Awaitable[Any]], original)
 
         async def run_async(*args: Any, **kwargs: Any) -> Any:
@@ -464,20 +521,37 @@ def add_autoretry(task: Task[Any, Any]) -> None:
                     raise
                 raise retry_for(exc) from exc
 
-        task.run = run_async  # type: ignore[method-assign]
-    else:
+        return run_async
 
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return original(*args, **kwargs)
-            except BaseException as exc:
-                if not should_retry(exc):
-                    raise
-                raise retry_for(exc) from exc
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except BaseException as exc:
+            if not should_retry(exc):
+                raise
+            raise retry_for(exc) from exc
 
-        task.run = run  # type: ignore[method-assign]
-    task._signature_cache = inspect.signature(original)
-    task._checker = None
+    return run
+
+
+def _autoretry(
+    task: Task[Any, Any], exc: BaseException, retry_kwargs: dict[str, Any]
+) -> BaseException:
+    """``task.retry`` for an autoretried exception, with the task's backoff settings."""
+    kwargs = dict(retry_kwargs)
+    if task.retry_backoff:
+        kwargs["countdown"] = exponential_backoff(
+            factor=int(max(1.0, float(task.retry_backoff))),
+            retries=task.request.retries,
+            maximum=task.retry_backoff_max,
+            full_jitter=task.retry_jitter,
+        )
+    if hasattr(task, "override_max_retries"):
+        kwargs["max_retries"] = task.override_max_retries
+    ret = task.retry(exc=exc, **kwargs)
+    if hasattr(task, "override_max_retries"):
+        delattr(task, "override_max_retries")
+    return ret
 
 
 class _Default:
@@ -496,8 +570,9 @@ def argument_checker(sig: inspect.Signature) -> Callable[..., None]:
     plain = sig.replace(parameters=params, return_annotation=empty)
     namespace: dict[str, Any] = {"_d": None}
     try:
-        exec(f"def check{plain}:\n    return None\n", namespace)  # noqa: S102 - built from a signature
+        exec(f"def check{plain}:\n    return None\n", namespace)
     except SyntaxError:  # a parameter name that is not an identifier: fall back to bind
+
         def bind_only(*args: Any, **kwargs: Any) -> None:
             sig.bind(*args, **kwargs)
 
@@ -507,9 +582,9 @@ def argument_checker(sig: inspect.Signature) -> Callable[..., None]:
 
 
 def is_async_callable(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)
-    )
+    """True for an ``async def`` function or an object whose ``__call__`` is one."""
+    call = getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 TaskFunction = Callable[P, R] | Callable[P, Coroutine[Any, Any, R]]

@@ -4,10 +4,11 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from contract.store_contract import StoreContract
 
 from celeriac.backends.base import ResultStore
 from celeriac.backends.memory import MemoryResultStore, reset
+
+from contract.store_contract import StoreContract
 
 
 @pytest.fixture

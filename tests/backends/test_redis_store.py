@@ -13,6 +13,7 @@ import redis
 from celeriac.backends import create_store
 from celeriac.backends.base import ResultStore
 from celeriac.backends.redis import RedisResultStore, key_prefix
+
 from contract.store_contract import StoreContract, key
 from support.servers import redis_url_or_skip
 

@@ -14,6 +14,7 @@ from celeriac.backends.sqlite import SQLiteResultStore
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Message, Outgoing
 from celeriac.transports.sqlite import SQLiteTransport
+
 from contract.store_contract import StoreContract
 
 

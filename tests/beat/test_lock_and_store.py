@@ -13,6 +13,7 @@ from celeriac import Celery
 from celeriac.beat.connect import BeatBackend, lock_url, open_backend
 from celeriac.beat.store import EntryState
 from celeriac.exceptions import ImproperlyConfigured
+
 from support.waiting import wait_for
 
 REDIS_DB = 8

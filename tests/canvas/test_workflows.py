@@ -11,6 +11,7 @@ from canvas_tasks import ERRBACK_CALLS, Tasks
 from celeriac import chain, chord, group
 from celeriac.exceptions import ChordError
 from celeriac.result import GroupResult
+
 from support.waiting import wait_for
 
 T = 20  # seconds: the most any scenario waits

@@ -294,8 +294,12 @@ class FakeWorker:
         self.queue_names = list(options.queues or ["celery"])
         FakeWorker.made.append(self)
         # As the real worker does: celeryd_init before anything reads the settings.
-        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
-                                  options=dict(options.extra.get("cli_options", {})))
+        signals.celeryd_init.send(
+            sender=self.hostname,
+            instance=self,
+            conf=app.conf,
+            options=dict(options.extra.get("cli_options", {})),
+        )
 
     def banner(self) -> str:
         return "BANNER\n"

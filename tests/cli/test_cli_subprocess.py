@@ -22,6 +22,7 @@ from cli_project import write_project
 
 from celeriac import Celery
 from celeriac.protocol.message import Message, Outgoing
+
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for
 

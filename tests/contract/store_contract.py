@@ -1,7 +1,8 @@
 """The contract every result store must pass.
 
 A store's test module subclasses :class:`StoreContract` and provides a ``make_store`` fixture: a
-factory ``make_store() -> ResultStore`` whose stores share one backend and are closed after the test.
+factory ``make_store() -> ResultStore`` whose stores share one backend and are closed after the
+test.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The contract every transport must pass.
 
 A transport's test module subclasses :class:`TransportContract` and provides a ``make_transport``
-fixture: a factory ``make_transport(**options) -> Transport`` whose transports share one broker and are
-closed after the test.
+fixture: a factory ``make_transport(**options) -> Transport`` whose transports share one broker
+and are closed after the test.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from support.waiting import wait_for
 
 from celeriac.protocol.entities import Exchange, Queue
 from celeriac.protocol.message import Delivery, Message, Outgoing
 from celeriac.transports.base import Transport
+
+from support.waiting import wait_for
 
 MakeTransport = Callable[..., Transport]
 
@@ -53,10 +54,21 @@ class TransportContract:
         t, q = make_transport(), qname()
         original = Message(
             body=b'[[1, "\xc3\xa9"], {}, {"chain": null}]',
-            headers={"task": "t.add", "id": "abc", "eta": None, "timelimit": [None, 5],
-                     "stamps": {}, "retries": 0, "nested": {"a": [1, 2.5, True]}},
-            properties={"correlation_id": "abc", "reply_to": "r", "delivery_mode": 2,
-                        "priority": 0},
+            headers={
+                "task": "t.add",
+                "id": "abc",
+                "eta": None,
+                "timelimit": [None, 5],
+                "stamps": {},
+                "retries": 0,
+                "nested": {"a": [1, 2.5, True]},
+            },
+            properties={
+                "correlation_id": "abc",
+                "reply_to": "r",
+                "delivery_mode": 2,
+                "priority": 0,
+            },
             content_type="application/json",
             content_encoding="utf-8",
         )
@@ -76,8 +88,15 @@ class TransportContract:
     def test_binary_body(self, make_transport: MakeTransport) -> None:
         t, q = make_transport(), qname()
         body = bytes(range(256))
-        t.publish([Outgoing(Message(body, content_type="application/x-msgpack",
-                                    content_encoding="binary"), "", q)])
+        t.publish(
+            [
+                Outgoing(
+                    Message(body, content_type="application/x-msgpack", content_encoding="binary"),
+                    "",
+                    q,
+                )
+            ]
+        )
         [d] = drain(t, [q], 1)
         assert d.message.body == body
         t.ack([d])
@@ -170,8 +189,11 @@ class TransportContract:
     def test_expired_lease_is_redelivered_to_another_consumer(
         self, make_transport: MakeTransport
     ) -> None:
-        holder, other, q = make_transport(visibility_timeout=1), make_transport(
-            visibility_timeout=1), qname()
+        holder, other, q = (
+            make_transport(visibility_timeout=1),
+            make_transport(visibility_timeout=1),
+            qname(),
+        )
         holder.publish(to_queue(q, msg("x")))
         assert len(holder.fetch([q], 1, 2.0)) == 1
         got = wait_for(lambda: other.fetch([q], 1, 0.5), timeout=10, what="lease expiry")
@@ -180,8 +202,11 @@ class TransportContract:
         other.ack(got)
 
     def test_renewed_lease_is_not_redelivered(self, make_transport: MakeTransport) -> None:
-        holder, other, q = make_transport(visibility_timeout=1), make_transport(
-            visibility_timeout=1), qname()
+        holder, other, q = (
+            make_transport(visibility_timeout=1),
+            make_transport(visibility_timeout=1),
+            qname(),
+        )
         holder.publish(to_queue(q, msg("held")))
         held = holder.fetch([q], 1, 2.0)
         deadline = time.monotonic() + 3.0

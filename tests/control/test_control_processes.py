@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import redis
 
 from support.servers import redis_url_or_skip

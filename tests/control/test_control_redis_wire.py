@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
-
 import redis
+
 from celeriac import Celery
 from celeriac.contrib.testing import start_worker
 

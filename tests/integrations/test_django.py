@@ -8,8 +8,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support.workerproc import stop
+
 from support.waiting import wait_for
+from support.workerproc import stop
 
 pytest.importorskip("django")
 pytestmark = pytest.mark.slow
@@ -90,16 +91,40 @@ def test_django_project_with_namespace_and_autodiscovery(tmp_path: Path) -> None
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "-A", "proj", "worker", "-P", "threads", "-Q",
-             "shop", "-l", "info"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celeriac",
+                "-A",
+                "proj",
+                "worker",
+                "-P",
+                "threads",
+                "-Q",
+                "shop",
+                "-l",
+                "info",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
-            wait_for(lambda: b" ready." in log.read_bytes() or worker.poll() is not None,
-                     timeout=30, what="worker ready")
+            wait_for(
+                lambda: b" ready." in log.read_bytes() or worker.poll() is not None,
+                timeout=30,
+                what="worker ready",
+            )
             assert b"shop.tasks.total" in log.read_bytes()  # autodiscovered, in the banner
-            client = subprocess.run([sys.executable, "client.py"], cwd=tmp_path, env=env,
-                                    capture_output=True, text=True, timeout=60)
+            client = subprocess.run(
+                [sys.executable, "client.py"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert client.returncode == 0, client.stderr
             assert "RESULT 6.5" in client.stdout
         finally:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import redis
+
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for
 

@@ -22,6 +22,7 @@ from celeriac.backends.redis import RedisResultStore
 from celeriac.protocol.entities import Queue
 from celeriac.protocol.message import Message, Outgoing
 from celeriac.transports.redis import RedisTransport
+
 from contract.transport_contract import drain
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for

@@ -3,19 +3,19 @@ client's tasks on a Celery worker, and each side reads the other's results."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for
 from support.workerproc import Project, stop
@@ -23,7 +23,7 @@ from support.workerproc import Project, stop
 pytestmark = [pytest.mark.redis, pytest.mark.interop, pytest.mark.slow]
 DB = 6
 
-CELERY_PROJECT = '''
+CELERY_PROJECT = """
 import os, time
 from celery import Celery
 
@@ -59,7 +59,7 @@ def retry_twice(self, tag):
     if self.request.retries < 2:
         raise self.retry(countdown=0.5)
     return "ok"
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -88,26 +88,47 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def celery_worker(env: dict[str, Any]) -> Iterator[subprocess.Popen[bytes]]:
     project: Project = env["project"]
-    log = open(env["root"] / "celery-worker.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cproj", "worker", "-P", "threads", "-c", "2",
-         "-Q", "celery,email", "-l", "info", "-n", "celeryside@%h"],
-        cwd=env["root"], env=project.env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: b"ready." in Path(log.name).read_bytes() or proc.poll() is not None,
-                 timeout=60, what="Celery worker ready")
-        assert proc.poll() is None, Path(log.name).read_text()
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
+    with open(env["root"] / "celery-worker.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "cproj",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                "2",
+                "-Q",
+                "celery,email",
+                "-l",
+                "info",
+                "-n",
+                "celeryside@%h",
+            ],
+            cwd=env["root"],
+            env=project.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(
+                lambda: b"ready." in Path(log.name).read_bytes() or proc.poll() is not None,
+                timeout=60,
+                what="Celery worker ready",
+            )
+            assert proc.poll() is None, Path(log.name).read_text()
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
 
 
 def _run_scenarios(client: Any, reader: Any, other_reader: Any, project: Project) -> None:

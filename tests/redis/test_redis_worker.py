@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from support.redisserver import RedisServer, free_port
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for
@@ -82,8 +83,12 @@ def test_redis_restart_mid_load_loses_nothing(tmp_path: Path) -> None:
             server.start()
             for i in range(n // 2, n):
                 mark.delay(f"m{i}")
-            wait_for(lambda: len(set(project.executions())) >= n, timeout=240, interval=0.5,
-                     what="every task executed")
+            wait_for(
+                lambda: len(set(project.executions())) >= n,
+                timeout=240,
+                interval=0.5,
+                what="every task executed",
+            )
         runs = project.executions()
         assert set(runs) == {f"m{i}" for i in range(n)}
     finally:

@@ -12,7 +12,7 @@ T = TypeVar("T")
 def wait_for(
     condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> T:
-    """Poll *condition* until it returns a truthy value; fail with *what* after *timeout* seconds."""
+    """Poll *condition* until it returns a truthy value; fail naming *what* after *timeout* s."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -1,4 +1,4 @@
-"""Running real worker processes in tests: a project in a temp dir, started by PID, always stopped."""
+"""Real worker processes in tests: a project in a temp dir, started by PID, always stopped."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from support.waiting import wait_for
 
-PROJECT_TASKS = '''
+PROJECT_TASKS = """
 import asyncio, os, time
 from celeriac import Celery
 
@@ -97,14 +97,15 @@ def retry_twice(self, tag):
     if self.request.retries < 2:
         raise self.retry(countdown=0.5)
     return "ok"
-'''
+"""
 
 
 class Project:
     """A temp dir with ``proj.py``, a SQLite broker and a log file counting executions."""
 
-    def __init__(self, root: Path, broker: str | None = None, backend: str | None = None,
-                 **env: str) -> None:
+    def __init__(
+        self, root: Path, broker: str | None = None, backend: str | None = None, **env: str
+    ) -> None:
         self.root = root
         self.log = root / "executions.log"
         self.log.touch()
@@ -113,8 +114,12 @@ class Project:
         self.backend = backend or (
             f"sqlite:///{root / 'results.db'}" if self.broker.startswith("sqlite") else None
         )
-        self.env = {**os.environ, "T_BROKER": self.broker, "T_LOG": str(self.log),
-                    "PYTHONPATH": str(root)}
+        self.env = {
+            **os.environ,
+            "T_BROKER": self.broker,
+            "T_LOG": str(self.log),
+            "PYTHONPATH": str(root),
+        }
         if self.backend:
             self.env["T_BACKEND"] = self.backend
         self.env.update(env)
@@ -141,21 +146,26 @@ class Project:
     @contextmanager
     def worker(self, *args: str, ready_timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
         """Run ``celeriac -A proj worker ARGS`` until the block ends (SIGTERM, then SIGKILL)."""
-        out = open(self.root / f"worker-{time.monotonic_ns()}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "-A", "proj", "worker", "-l", "info", *args],
-            cwd=self.root, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(lambda: b" ready." in Path(out.name).read_bytes() or proc.poll() is not None,
-                     timeout=ready_timeout, what="worker ready")
-            if proc.poll() is not None:
-                raise AssertionError(Path(out.name).read_text())
-            proc.log_path = out.name  # type: ignore[attr-defined]
-            yield proc
-        finally:
-            stop(proc)
-            out.close()
+        with open(self.root / f"worker-{time.monotonic_ns()}.log", "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celeriac", "-A", "proj", "worker", "-l", "info", *args],
+                cwd=self.root,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_for(
+                    lambda: b" ready." in Path(out.name).read_bytes() or proc.poll() is not None,
+                    timeout=ready_timeout,
+                    what="worker ready",
+                )
+                if proc.poll() is not None:
+                    raise AssertionError(Path(out.name).read_text())
+                proc.log_path = out.name  # type: ignore[attr-defined]
+                yield proc
+            finally:
+                stop(proc)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:

@@ -5,10 +5,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from contract.transport_contract import TransportContract
 
 from celeriac.transports.base import Transport
 from celeriac.transports.memory import MemoryTransport, reset
+
+from contract.transport_contract import TransportContract
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from celeriac.exceptions import TransportError
 from celeriac.protocol.message import Outgoing
 from celeriac.transports.redis import RedisTransport
+
 from contract.transport_contract import msg
 from support.redisserver import RedisServer, free_port
 from support.waiting import wait_for

@@ -16,6 +16,7 @@ from celeriac.transports import create_transport
 from celeriac.transports.base import Transport
 from celeriac.transports.redis import RedisTransport, RedisTransportConfig, topic_pattern
 from celeriac.utils.redis_conn import parse_redis_url
+
 from contract.transport_contract import TransportContract, drain, msg, qname, to_queue
 from support.servers import redis_url_or_skip
 

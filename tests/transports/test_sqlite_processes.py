@@ -17,6 +17,7 @@ import pytest
 
 from celeriac.protocol.message import Message, Outgoing
 from celeriac.transports.sqlite import SQLiteTransport
+
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.slow

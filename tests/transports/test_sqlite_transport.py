@@ -21,6 +21,7 @@ from celeriac.transports import create_transport
 from celeriac.transports.base import Transport
 from celeriac.transports.sqlite import QUEUE_CHANNEL, SQLiteTransport
 from celeriac.utils.localwake import Listener, WakeDir, wake_dir_for
+
 from contract.transport_contract import (
     MakeTransport,
     TransportContract,

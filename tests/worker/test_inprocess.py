@@ -8,12 +8,13 @@ import time
 from typing import Any
 
 import pytest
-from support.waiting import wait_for
 
 from celeriac import Celery, Task, signals, states
 from celeriac.contrib.testing import start_worker
 from celeriac.exceptions import Reject, TaskRevokedError
 from celeriac.protocol.message import Message, Outgoing
+
+from support.waiting import wait_for
 
 POOLS = ["solo", "threads", "asyncio"]
 
@@ -113,14 +114,20 @@ def test_malformed_and_unaccepted_messages_go_to_dead_letter(app: Celery) -> Non
 
     bad = [
         Message(b"not json", {"task": ok.name, "id": "bad-json"}),
-        Message(b"\x80\x03}q\x00.", {"task": ok.name, "id": "pickled"},
-                content_type="application/x-python-serialize", content_encoding="binary"),
+        Message(
+            b"\x80\x03}q\x00.",
+            {"task": ok.name, "id": "pickled"},
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+        ),
         Message(b'{"no": "task"}', {}),
     ]
     with start_worker(app, pool="threads"):
         app.transport.publish([Outgoing(m, "", "celery") for m in bad])
-        dead = wait_for(lambda: len(app.transport.dead_letters()) >= 3 and
-                        app.transport.dead_letters(), timeout=10)
+        dead = wait_for(
+            lambda: len(app.transport.dead_letters()) >= 3 and app.transport.dead_letters(),
+            timeout=10,
+        )
         reasons = " | ".join(d.reason for d in dead)
         assert "ContentDisallowed" in reasons or "not accepted" in reasons.lower()
         assert "DecodeError" in reasons or "decode" in reasons.lower()
@@ -165,8 +172,11 @@ def test_far_eta_is_parked_in_broker(app: Celery) -> None:
 
     with start_worker(app, pool="threads") as worker:
         result = f.apply_async(countdown=1.5)
-        wait_for(lambda: not worker.consumer.leased and not worker.consumer.held, timeout=5,
-                 what="the ETA message parked")
+        wait_for(
+            lambda: not worker.consumer.leased and not worker.consumer.held,
+            timeout=5,
+            what="the ETA message parked",
+        )
         assert result.get(timeout=10) == 7
 
 
@@ -213,6 +223,7 @@ def test_signals_fire(app: Celery) -> None:
         def handler(sender: Any = None, **kwargs: Any) -> None:
             with lock:
                 fired.append(name)
+
         return handler
 
     handlers = {
@@ -229,6 +240,7 @@ def test_signals_fire(app: Celery) -> None:
     for name, handler in handlers.items():
         getattr(signals, name).connect(handler)
     try:
+
         @app.task
         def f() -> int:
             return 1
@@ -249,13 +261,13 @@ def test_task_failure_signal(app: Celery) -> None:
 
     signals.task_failure.connect(handler)
     try:
+
         @app.task
         def boom() -> None:
             raise KeyError("k")
 
-        with start_worker(app, pool="threads"):
-            with pytest.raises(KeyError):
-                boom.delay().get(timeout=10)
+        with start_worker(app, pool="threads"), pytest.raises(KeyError):
+            boom.delay().get(timeout=10)
         wait_for(lambda: got, timeout=5)
         assert isinstance(got[0], KeyError)
     finally:
@@ -287,9 +299,8 @@ def test_asyncio_hard_time_limit_cancels(app: Celery) -> None:
     async def forever() -> None:
         await asyncio.sleep(30)
 
-    with start_worker(app, pool="asyncio"):
-        with pytest.raises(TimeLimitExceeded):
-            forever.delay().get(timeout=10)
+    with start_worker(app, pool="asyncio"), pytest.raises(TimeLimitExceeded):
+        forever.delay().get(timeout=10)
 
 
 def test_task_track_started(app: Celery) -> None:

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from support.waiting import wait_for
-from support.workerproc import Project, child_pids, count
 
 from celeriac.exceptions import TimeLimitExceeded
+
+from support.waiting import wait_for
+from support.workerproc import Project, child_pids, count
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,10 @@ def test_sigkill_pool_process_requeues_late_ack_task(project: Project) -> None:
 
 
 def _runs(project: Project, pid: int) -> bool:
-    return any(line.endswith(f" {pid}") and line.startswith("start:")
-               for line in project.log.read_text().splitlines())
+    return any(
+        line.endswith(f" {pid}") and line.startswith("start:")
+        for line in project.log.read_text().splitlines()
+    )
 
 
 def test_prefork_soft_and_hard_time_limits(project: Project) -> None:
@@ -73,16 +76,20 @@ def test_warm_shutdown_finishes_running_and_gives_back_the_rest(project: Project
     with project.worker("-P", "prefork", "-c", "2") as worker:
         for i in range(6):
             slow.delay(f"t{i}", 1.0)
-        wait_for(lambda: sum(1 for e in project.executions() if e.startswith("start:")) >= 2,
-                 timeout=20)
+        wait_for(
+            lambda: sum(1 for e in project.executions() if e.startswith("start:")) >= 2, timeout=20
+        )
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
     started = [e for e in project.executions() if e.startswith("start:")]
     ended = [e for e in project.executions() if e.startswith("end:")]
     assert len(started) == len(ended)  # running tasks finished
     with project.worker("-P", "prefork", "-c", "2"):
-        wait_for(lambda: len([e for e in project.executions() if e.startswith("end:")]) == 6,
-                 timeout=30, what="all six tasks done exactly once")
+        wait_for(
+            lambda: len([e for e in project.executions() if e.startswith("end:")]) == 6,
+            timeout=30,
+            what="all six tasks done exactly once",
+        )
     runs = project.executions()
     for i in range(6):
         assert count(runs, f"end:t{i}") == 1
@@ -106,8 +113,9 @@ def test_retries_with_countdown_across_processes(project: Project) -> None:
     app = project.app
     with project.worker("-P", "prefork", "-c", "2"):
         assert app.tasks["proj.retry_twice"].delay("r").get(timeout=30) == "ok"
-    tries = [line.split()[0] for line in project.log.read_text().splitlines()
-             if line.startswith("try:r")]
+    tries = [
+        line.split()[0] for line in project.log.read_text().splitlines() if line.startswith("try:r")
+    ]
     assert [t.split(":")[2] for t in tries] == ["0", "1", "2"]
     times = [float(t.split(":")[3]) for t in tries]
     assert times[1] - times[0] >= 0.45 and times[2] - times[1] >= 0.45

@@ -211,9 +211,7 @@ class ResultBackend:
         """True when anything is stored for *task_id* (PENDING is also "unknown id")."""
         return self.store.get(task_key(task_id)) is not None
 
-    def wait_for(
-        self, task_id: str, timeout: float | None = None, interval: float = 0.5
-    ) -> Meta:
+    def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> Meta:
         """Block until the task is ready and return its meta; TimeoutError after *timeout*."""
         return self.wait_for_many([task_id], timeout, interval)[0]
 
@@ -244,8 +242,10 @@ class ResultBackend:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise CeleriacTimeoutError("The operation timed out.")
-                wait = remaining if self.store.pushes_notifications else (
-                    interval if remaining is None else min(interval, remaining)
+                wait = (
+                    remaining
+                    if self.store.pushes_notifications
+                    else (interval if remaining is None else min(interval, remaining))
                 )
                 if watch.wait(wait) and len(pending) > BIG_WAIT:
                     time.sleep(BIG_WAIT_COALESCE)

@@ -22,8 +22,8 @@ from celeriac import signals
 from celeriac.app.backend import ResultBackend
 from celeriac.app.config import Settings
 from celeriac.app.context import current_request, current_task_var
-from celeriac.app.fixups import apply_fixups
 from celeriac.app.control import Control
+from celeriac.app.fixups import apply_fixups
 from celeriac.app.registry import TaskRegistry
 from celeriac.app.routing import Router
 from celeriac.backends import create_store
@@ -60,8 +60,9 @@ _default: Celery | None = None
 _shared_constructors: list[Callable[[Celery], BaseTask[Any, Any]]] = []
 _state_lock = threading.RLock()
 #: Messages held back by ``Celery.publish_batch()`` in this context (None: publish at once).
-_pending_batch: ContextVar[list[Outgoing] | None] = ContextVar("celeriac_publish_batch",
-                                                               default=None)
+_pending_batch: ContextVar[list[Outgoing] | None] = ContextVar(
+    "celeriac_publish_batch", default=None
+)
 
 
 def current_app() -> Celery:
@@ -88,7 +89,11 @@ def default_results_url(broker_url: str) -> str | None:
     if scheme == "sqlite":
         path = broker_url.split("://", 1)[1]
         base, dot, ext = path.rpartition(".")
-        return f"sqlite://{base}-results.{ext}" if dot and "/" not in ext else f"sqlite://{path}-results"
+        return (
+            f"sqlite://{base}-results.{ext}"
+            if dot and "/" not in ext
+            else f"sqlite://{path}-results"
+        )
     return None
 
 
@@ -189,8 +194,12 @@ class Celery:
         self.conf.update(self._explicit)
         self._config_changed()
 
-    def config_from_envvar(self, variable_name: str, silent: bool = False, force: bool = False,
-                           ) -> bool:
+    def config_from_envvar(
+        self,
+        variable_name: str,
+        silent: bool = False,
+        force: bool = False,
+    ) -> bool:
         """Load settings from the module named by an environment variable."""
         module_name = os.environ.get(variable_name)
         if not module_name:
@@ -238,7 +247,7 @@ class Celery:
 
     # -- tasks -----------------------------------------------------------------------------------
     @property
-    def Task(self) -> type[BaseTask[Any, Any]]:  # noqa: N802 - Celery's name
+    def Task(self) -> type[BaseTask[Any, Any]]:
         """The base task class bound to this app (``class MyTask(app.Task)``)."""
         if self._task_base is None:
             self._task_base = type(
@@ -282,8 +291,12 @@ class Celery:
         return decorator
 
     def _task_from_fun(
-        self, fun: Callable[..., Any], name: str | None = None, base: type[BaseTask[Any, Any]] | None = None,
-        bind: bool = False, **options: Any,
+        self,
+        fun: Callable[..., Any],
+        name: str | None = None,
+        base: type[BaseTask[Any, Any]] | None = None,
+        bind: bool = False,
+        **options: Any,
     ) -> BaseTask[Any, Any]:
         name = name or self.gen_task_name(fun.__name__, fun.__module__)
         existing = self._tasks.get(name)
@@ -315,8 +328,11 @@ class Celery:
             task.bind(self)
         return task
 
-    def register_task(self, task: BaseTask[Any, Any] | type[BaseTask[Any, Any]], **options: Any,
-                      ) -> BaseTask[Any, Any]:
+    def register_task(
+        self,
+        task: BaseTask[Any, Any] | type[BaseTask[Any, Any]],
+        **options: Any,
+    ) -> BaseTask[Any, Any]:
         """Register a class-based task (an instance or a class) with this app."""
         if isinstance(task, type):
             task = task()
@@ -334,7 +350,7 @@ class Celery:
         return task
 
     def finalize(self, auto: bool = False) -> None:
-        """Import task modules (``include``, ``imports``, autodiscovery) and bind tasks to config."""
+        """Import task modules (``include``, ``imports``, autodiscovery); bind tasks to config."""
         with self._finalize_lock:
             if self.finalized:
                 return
@@ -358,8 +374,10 @@ class Celery:
             self._discover(packages, related_name)
 
     def autodiscover_tasks(
-        self, packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
-        related_name: str = "tasks", force: bool = False,
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
     ) -> None:
         """Import ``<package>.tasks`` for each package (Django's INSTALLED_APPS by default).
 
@@ -384,8 +402,13 @@ class Celery:
                     raise
 
     def add_periodic_task(
-        self, schedule: Any, sig: Signature[Any, Any], args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None, name: str | None = None, **opts: Any,
+        self,
+        schedule: Any,
+        sig: Signature[Any, Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
     ) -> str:
         """Add an entry to ``beat_schedule`` (Celery's ``app.add_periodic_task``)."""
         key = name or repr(sig)
@@ -521,8 +544,9 @@ class Celery:
         if queue is None:
             if not self.conf.task_create_missing_queues:
                 raise QueueNotFound(f"Queue {name!r} missing from task_queues")
-            queue = Queue(name, Exchange(name, "direct"), name,
-                          max_priority=self.conf.task_queue_max_priority)
+            queue = Queue(
+                name, Exchange(name, "direct"), name, max_priority=self.conf.task_queue_max_priority
+            )
         self._queue_cache[name] = queue
         return queue
 
@@ -601,7 +625,8 @@ class Celery:
         if conf.task_always_eager and task_type is None:
             warnings.warn(
                 "send_task() ignores task_always_eager: the task is sent to the broker",
-                AlwaysEagerIgnored, stacklevel=2,
+                AlwaysEagerIgnored,
+                stacklevel=2,
             )
         task = task_type if task_type is not None else self._tasks.get(name)
         task_id = task_id or new_task_id()
@@ -635,22 +660,40 @@ class Celery:
             time_limit = task.time_limit
         if soft_time_limit is None and task is not None:
             soft_time_limit = task.soft_time_limit
-        message = build_v2(TaskRequest(
-            name=name, id=task_id, args=args, kwargs=kwargs, eta=eta, expires=expires_at,
-            expires_in=expires_in, group_id=group_id, group_index=group_index, retries=retries,
-            time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
-            parent_id=parent_id, shadow=shadow, origin=options.pop("origin", None) or self._origin,
-            ignore_result=ignore_result, reply_to=reply_to or self.oid, priority=priority,
-            callbacks=_sig_list(link), errbacks=_sig_list(link_error),
-            chain=[dict(s) for s in chain] if chain else None,
-            chord=dict(chord) if chord else None, replaced_task_nesting=replaced_task_nesting,
-            stamped_headers=options.pop("stamped_headers", None),
-            stamps=options.pop("stamps", None) or {},
-            extra_headers=options.pop("headers", None),
-            serializer=serializer,
-            compression=options.pop("compression", None) or conf.task_compression,
-            delivery_mode=2 if conf.task_default_delivery_mode in (2, "persistent") else 1,
-        ))
+        message = build_v2(
+            TaskRequest(
+                name=name,
+                id=task_id,
+                args=args,
+                kwargs=kwargs,
+                eta=eta,
+                expires=expires_at,
+                expires_in=expires_in,
+                group_id=group_id,
+                group_index=group_index,
+                retries=retries,
+                time_limit=time_limit,
+                soft_time_limit=soft_time_limit,
+                root_id=root_id,
+                parent_id=parent_id,
+                shadow=shadow,
+                origin=options.pop("origin", None) or self._origin,
+                ignore_result=ignore_result,
+                reply_to=reply_to or self.oid,
+                priority=priority,
+                callbacks=_sig_list(link),
+                errbacks=_sig_list(link_error),
+                chain=[dict(s) for s in chain] if chain else None,
+                chord=dict(chord) if chord else None,
+                replaced_task_nesting=replaced_task_nesting,
+                stamped_headers=options.pop("stamped_headers", None),
+                stamps=options.pop("stamps", None) or {},
+                extra_headers=options.pop("headers", None),
+                serializer=serializer,
+                compression=options.pop("compression", None) or conf.task_compression,
+                delivery_mode=2 if conf.task_default_delivery_mode in (2, "persistent") else 1,
+            )
+        )
         self._expect_reply(ignore_result, reply_to, task_id)
         self._publish_task(name, message, exchange, routing_key, queue, options)
         self.events.task_sent(message, exchange, routing_key, queue)  # with task_send_sent_event
@@ -718,19 +761,30 @@ class Celery:
             seconds = float(expires)
             at = now + timedelta(seconds=seconds)
         if seconds < 0:
-            logger.warning("%s has an expiration date in the past (%.1fs ago); it will not run",
-                           name, -seconds)
+            logger.warning(
+                "%s has an expiration date in the past (%.1fs ago); it will not run", name, -seconds
+            )
             seconds = 0.0
         return at, seconds
 
     def _publish_task(
-        self, name: str, message: Message, exchange: str, routing_key: str, queue: Queue | None,
+        self,
+        name: str,
+        message: Message,
+        exchange: str,
+        routing_key: str,
+        queue: Queue | None,
         options: dict[str, Any],
     ) -> None:
         if signals.before_task_publish.has_listeners():
             signals.before_task_publish.send(
-                sender=name, body=message.body, exchange=exchange, routing_key=routing_key,
-                headers=message.headers, properties=message.properties, declare=[queue],
+                sender=name,
+                body=message.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=message.headers,
+                properties=message.properties,
+                declare=[queue],
                 retry_policy=options.get("retry_policy"),
             )
         if queue is not None:
@@ -742,12 +796,18 @@ class Celery:
         )
         if signals.after_task_publish.has_listeners():
             signals.after_task_publish.send(
-                sender=name, body=message.body, exchange=exchange, routing_key=routing_key,
-                headers=message.headers, properties=message.properties,
+                sender=name,
+                body=message.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=message.headers,
+                properties=message.properties,
             )
 
     def publish(
-        self, items: Sequence[Outgoing], retry: bool | None = None,
+        self,
+        items: Sequence[Outgoing],
+        retry: bool | None = None,
         retry_policy: Mapping[str, Any] | None = None,
     ) -> None:
         """Publish messages, retrying on connection errors per ``task_publish_retry_policy``
@@ -804,12 +864,13 @@ class Celery:
             self.publish(batch, retry=bool(self.conf.task_publish_retry))
 
     # -- results ---------------------------------------------------------------------------------
-    def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult[Any]:  # noqa: N802
+    def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult[Any]:
         """The result object for task *id*."""
         return AsyncResult(id, app=self, **kwargs)
 
-    def GroupResult(self, id: str | None = None, results: Iterable[Any] = (),  # noqa: N802
-                    **kwargs: Any) -> GroupResult:
+    def GroupResult(
+        self, id: str | None = None, results: Iterable[Any] = (), **kwargs: Any
+    ) -> GroupResult:
         return GroupResult(id, results, app=self, **kwargs)
 
     def signature(self, *args: Any, **kwargs: Any) -> Signature[Any, Any]:
@@ -886,7 +947,9 @@ class SharedTask:
     """Stands for a shared task: attribute access and calls go to the current app's task."""
 
     def __init__(
-        self, fun: Callable[..., Any], name: str | None,
+        self,
+        fun: Callable[..., Any],
+        name: str | None,
         constructor: Callable[[Celery], BaseTask[Any, Any]],
     ) -> None:
         self.__wrapped__ = fun
@@ -898,7 +961,9 @@ class SharedTask:
 
     def _task(self) -> BaseTask[Any, Any]:
         app = current_app()
-        name = self._name or app.gen_task_name(self.__wrapped__.__name__, self.__wrapped__.__module__)
+        name = self._name or app.gen_task_name(
+            self.__wrapped__.__name__, self.__wrapped__.__module__
+        )
         task = app._tasks.get(name)
         return task if task is not None else self._constructor(app)
 

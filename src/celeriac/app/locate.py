@@ -45,15 +45,24 @@ def find_app(spec: str) -> Celery:
         sys.path.insert(0, os.getcwd())
     module_name, _, attr = spec.partition(":")
     if attr:
-        module = importlib.import_module(module_name)
-        value: Any = module
-        for part in attr.split("."):
-            value = getattr(value, part)
-        if callable(value) and not _is_app(value):
-            value = value()
-        if not _is_app(value):
-            raise AppNotFound(f"{spec!r} is not a celeriac app (it is {type(value).__name__})")
-        return value  # type: ignore[no-any-return]
+        return _from_attribute(spec, module_name, attr)
+    return _search(spec, module_name)
+
+
+def _from_attribute(spec: str, module_name: str, attr: str) -> Celery:
+    """``module:attr.path``; a factory function is called to make the app."""
+    value: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    if callable(value) and not _is_app(value):
+        value = value()
+    if not _is_app(value):
+        raise AppNotFound(f"{spec!r} is not a celeriac app (it is {type(value).__name__})")
+    return value  # type: ignore[no-any-return]
+
+
+def _search(spec: str, module_name: str) -> Celery:
+    """``proj``, ``proj.celery`` or ``proj.celery.app`` without an explicit attribute."""
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -62,7 +71,7 @@ def find_app(spec: str) -> Celery:
         parent, _, last = module_name.rpartition(".")
         value = getattr(importlib.import_module(parent), last, None)
         if _is_app(value):
-            return value  # type: ignore[no-any-return]
+            return value  # type: ignore[return-value]
         raise
     found = _from_module(module)
     if found is None and hasattr(module, "__path__"):

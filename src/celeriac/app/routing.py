@@ -56,7 +56,9 @@ def _to_router(spec: Any) -> RouterFn:
         try:
             obj = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError, ValueError) as exc:
-            raise ImproperlyConfigured(f"task_routes: cannot import router {spec!r}: {exc}") from exc
+            raise ImproperlyConfigured(
+                f"task_routes: cannot import router {spec!r}: {exc}"
+            ) from exc
         return _to_router(obj() if isinstance(obj, type) else obj)
     if callable(spec):
         router: RouterFn = spec

@@ -99,7 +99,11 @@ class Tracer:
     """Applies Celery's rules around one task call. See the module docstring."""
 
     def __init__(
-        self, task: Task[Any, Any], *, eager: bool, propagate: bool = False,
+        self,
+        task: Task[Any, Any],
+        *,
+        eager: bool,
+        propagate: bool = False,
         hostname: str | None = None,
     ) -> None:
         self.task = task
@@ -123,14 +127,16 @@ class Tracer:
         self._started = time.monotonic()
         request.time_start = time.time()
         if signals.task_prerun.has_listeners():
-            signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=args,
-                                     kwargs=kwargs)
+            signals.task_prerun.send(
+                sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs
+            )
         task.before_start(str(request.id), args, kwargs)
         if task.track_started and not self.eager and self._should_store(request):
             backend = self.app.backend
             if backend is not None:
-                backend.mark_as_started(str(request.id), request=request, pid=os.getpid(),
-                                        hostname=self.hostname)
+                backend.mark_as_started(
+                    str(request.id), request=request, pid=os.getpid(), hostname=self.hostname
+                )
 
     def _should_store(self, request: Context) -> bool:
         if self.eager and not self.task.store_eager_result:
@@ -140,15 +146,21 @@ class Tracer:
     def _children(self, request: Context) -> list[Any]:
         return [child.as_tuple() for child in request.children]
 
-    def succeed(self, request: Context, retval: Any, args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> TraceOutcome:
+    def succeed(
+        self, request: Context, retval: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TraceOutcome:
         task = self.task
         try:
             self._send_callbacks(request, retval)
             backend = self.app.backend
             if backend is not None and self._should_store(request):
-                backend.store_result(str(request.id), retval, states.SUCCESS, request=request,
-                                     children=self._children(request))
+                backend.store_result(
+                    str(request.id),
+                    retval,
+                    states.SUCCESS,
+                    request=request,
+                    children=self._children(request),
+                )
             if request.chord:
                 self.app.on_chord_part_return(request, states.SUCCESS, retval)
         except Exception as exc:  # e.g. an unserializable return value
@@ -158,8 +170,13 @@ class Tracer:
         if signals.task_success.has_listeners():
             signals.task_success.send(sender=task, result=retval)
         if not self.eager:
-            logger.info(SUCCESS_LOG, task.name, request.id, runtime,
-                        _short_repr(retval, task.resultrepr_maxsize))
+            logger.info(
+                SUCCESS_LOG,
+                task.name,
+                request.id,
+                runtime,
+                _short_repr(retval, task.resultrepr_maxsize),
+            )
         return TraceOutcome(states.SUCCESS, retval, runtime=runtime)
 
     def _send_callbacks(self, request: Context, retval: Any) -> None:
@@ -173,8 +190,9 @@ class Tracer:
             next_step = signature(chain.pop(), app=self.app)
             next_step.apply_async((retval,), chain=chain, parent_id=parent_id, root_id=root_id)
 
-    def fail(self, request: Context, exc: BaseException, args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> TraceOutcome:
+    def fail(
+        self, request: Context, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TraceOutcome:
         runtime = time.monotonic() - self._started
         if isinstance(exc, Retry):
             return self._retried(request, exc, args, kwargs, runtime)
@@ -184,15 +202,27 @@ class Tracer:
             return TraceOutcome(states.REJECTED, exc, exc, runtime=runtime, requeue=exc.requeue)
         return self._failed(request, exc, args, kwargs, runtime)
 
-    def _retried(self, request: Context, retry: Retry, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], runtime: float) -> TraceOutcome:
+    def _retried(
+        self,
+        request: Context,
+        retry: Retry,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        runtime: float,
+    ) -> TraceOutcome:
         task = self.task
         einfo = ExceptionInfo(retry)
         reason = retry.exc if retry.exc is not None else retry
         backend = self.app.backend
         if backend is not None and not self.eager:
-            backend.store_result(str(request.id), retry.exc, states.RETRY, einfo.traceback,
-                                 request=request, children=self._children(request))
+            backend.store_result(
+                str(request.id),
+                retry.exc,
+                states.RETRY,
+                einfo.traceback,
+                request=request,
+                children=self._children(request),
+            )
         task.on_retry(reason, str(request.id), args, kwargs, einfo)
         if signals.task_retry.has_listeners():
             signals.task_retry.send(sender=task, request=request, reason=retry, einfo=einfo)
@@ -200,8 +230,14 @@ class Tracer:
             logger.info(RETRY_LOG, task.name, request.id, retry)
         return TraceOutcome(states.RETRY, retry, retry, einfo.traceback, runtime)
 
-    def _failed(self, request: Context, exc: BaseException, args: tuple[Any, ...],
-                kwargs: dict[str, Any], runtime: float) -> TraceOutcome:
+    def _failed(
+        self,
+        request: Context,
+        exc: BaseException,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        runtime: float,
+    ) -> TraceOutcome:
         task = self.task
         einfo = ExceptionInfo(exc)
         backend = self.app.backend
@@ -210,8 +246,14 @@ class Tracer:
         )
         if backend is not None and store:
             try:
-                backend.store_result(str(request.id), exc, states.FAILURE, einfo.traceback,
-                                     request=request, children=self._children(request))
+                backend.store_result(
+                    str(request.id),
+                    exc,
+                    states.FAILURE,
+                    einfo.traceback,
+                    request=request,
+                    children=self._children(request),
+                )
             except Exception:
                 logger.exception("Task %s[%s]: storing its failure failed", task.name, request.id)
         if request.chord:
@@ -227,8 +269,15 @@ class Tracer:
         self._call_errbacks(request, exc, einfo)
         task.on_failure(exc, str(request.id), args, kwargs, einfo)
         if signals.task_failure.has_listeners():
-            signals.task_failure.send(sender=task, task_id=request.id, exception=exc, args=args,
-                                      kwargs=kwargs, traceback=einfo.tb, einfo=einfo)
+            signals.task_failure.send(
+                sender=task,
+                task_id=request.id,
+                exception=exc,
+                args=args,
+                kwargs=kwargs,
+                traceback=einfo.tb,
+                einfo=einfo,
+            )
         if not self.eager:
             expected = bool(task.throws) and isinstance(exc, task.throws)
             if expected:
@@ -246,24 +295,34 @@ class Tracer:
                     # Celery calls (request, exc, traceback) errbacks in the failing worker.
                     errback_task(request, exc, einfo.traceback)
                 else:
-                    sig.apply_async((request.id,), parent_id=request.id,
-                                    root_id=request.root_id or request.id)
+                    sig.apply_async(
+                        (request.id,), parent_id=request.id, root_id=request.root_id or request.id
+                    )
             except Exception:
-                logger.exception("Task %s[%s]: errback %r failed", self.task.name, request.id,
-                                 sig.task)
+                logger.exception(
+                    "Task %s[%s]: errback %r failed", self.task.name, request.id, sig.task
+                )
 
-    def end(self, request: Context, outcome: TraceOutcome, args: tuple[Any, ...],
-            kwargs: dict[str, Any]) -> None:
+    def end(
+        self, request: Context, outcome: TraceOutcome, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         task = self.task
         try:
             if outcome.state not in (states.IGNORED, states.REJECTED):
                 einfo = ExceptionInfo(outcome.exc) if outcome.exc is not None else None
-                task.after_return(outcome.state, outcome.retval, str(request.id), args, kwargs,
-                                  einfo)
+                task.after_return(
+                    outcome.state, outcome.retval, str(request.id), args, kwargs, einfo
+                )
             if signals.task_postrun.has_listeners():
-                signals.task_postrun.send(sender=task, task_id=request.id, task=task, args=args,
-                                          kwargs=kwargs, retval=outcome.retval,
-                                          state=outcome.state)
+                signals.task_postrun.send(
+                    sender=task,
+                    task_id=request.id,
+                    task=task,
+                    args=args,
+                    kwargs=kwargs,
+                    retval=outcome.retval,
+                    state=outcome.state,
+                )
         finally:
             task.pop_request()
             if self._request_token is not None:
@@ -295,8 +354,9 @@ def _short_repr(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def trace_sync(tracer: Tracer, request: Context, args: tuple[Any, ...],
-               kwargs: dict[str, Any]) -> TraceOutcome:
+def trace_sync(
+    tracer: Tracer, request: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> TraceOutcome:
     """Run a task call on this thread; a coroutine function runs on a private event loop."""
     tracer.begin(request, args, kwargs)
     outcome: TraceOutcome | None = None
@@ -314,8 +374,9 @@ def trace_sync(tracer: Tracer, request: Context, args: tuple[Any, ...],
         tracer.end(request, outcome or TraceOutcome(states.FAILURE, None), args, kwargs)
 
 
-async def trace_async(tracer: Tracer, request: Context, args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> TraceOutcome:
+async def trace_async(
+    tracer: Tracer, request: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> TraceOutcome:
     """Run an ``async def`` task call on the running event loop."""
     tracer.begin(request, args, kwargs)
     outcome: TraceOutcome | None = None
@@ -334,9 +395,19 @@ async def trace_async(tracer: Tracer, request: Context, args: tuple[Any, ...],
 
 
 def apply_eager(
-    task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], *, link: Any,
-    link_error: Any, task_id: str | None, retries: int, throw: bool | None,
-    logfile: str | None, loglevel: int | None, headers: Any, options: dict[str, Any],
+    task: Task[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    link: Any,
+    link_error: Any,
+    task_id: str | None,
+    retries: int,
+    throw: bool | None,
+    logfile: str | None,
+    loglevel: int | None,
+    headers: Any,
+    options: dict[str, Any],
 ) -> EagerResult[Any]:
     """``Task.apply``: run the task here as a worker would and wrap the outcome."""
     app = task.app
@@ -345,19 +416,37 @@ def apply_eager(
         throw = bool(app.conf.task_eager_propagates)
     time_limit, soft_limit = options.get("time_limit"), options.get("soft_time_limit")
     request = Context(
-        id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries, is_eager=True,
-        called_directly=False, logfile=logfile, loglevel=loglevel,
-        hostname=socket.gethostname(), callbacks=maybe_list(link),
-        errbacks=maybe_list(link_error), headers=headers,
+        id=task_id,
+        task=task.name,
+        args=args,
+        kwargs=kwargs,
+        retries=retries,
+        is_eager=True,
+        called_directly=False,
+        logfile=logfile,
+        loglevel=loglevel,
+        hostname=socket.gethostname(),
+        callbacks=maybe_list(link),
+        errbacks=maybe_list(link_error),
+        headers=headers,
         ignore_result=bool(options.get("ignore_result", False)),
-        delivery_info={"is_eager": True, "exchange": options.get("exchange"),
-                       "routing_key": options.get("routing_key"),
-                       "priority": options.get("priority")},
-        root_id=options.get("root_id") or task_id, parent_id=options.get("parent_id"),
-        group=options.get("group_id"), group_index=options.get("group_index"),
-        chord=options.get("chord"), chain=maybe_list(options.get("chain")),
-        timelimit=(time_limit, soft_limit), properties=options, reply_to=options.get("reply_to"),
-        correlation_id=task_id, shadow=options.get("shadow"),
+        delivery_info={
+            "is_eager": True,
+            "exchange": options.get("exchange"),
+            "routing_key": options.get("routing_key"),
+            "priority": options.get("priority"),
+        },
+        root_id=options.get("root_id") or task_id,
+        parent_id=options.get("parent_id"),
+        group=options.get("group_id"),
+        group_index=options.get("group_index"),
+        chord=options.get("chord"),
+        chain=maybe_list(options.get("chain")),
+        timelimit=(time_limit, soft_limit),
+        properties=options,
+        reply_to=options.get("reply_to"),
+        correlation_id=task_id,
+        shadow=options.get("shadow"),
     )
     tracer = Tracer(task, eager=True, propagate=throw)
     outcome = trace_sync(tracer, request, tuple(args), kwargs)
@@ -369,5 +458,6 @@ def apply_eager(
     if throw and outcome.state == states.FAILURE and outcome.exc is not None:
         raise outcome.exc
     state = states.FAILURE if outcome.state == states.REJECTED else outcome.state
-    return EagerResult(task_id, outcome.retval, state, traceback=outcome.traceback,
-                       name=task.name, app=app)
+    return EagerResult(
+        task_id, outcome.retval, state, traceback=outcome.traceback, name=task.name, app=app
+    )

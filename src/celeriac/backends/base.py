@@ -1,9 +1,10 @@
 """The result store contract every backend implements.
 
 A result store is a key/value store of bytes with expiry and change notification, plus the atomic
-chord counter. It knows nothing of tasks: the API layer (``celeriac.app.backend``) encodes task meta
-with Celery's key names (``celery-task-meta-<id>``) and JSON, so Celery and celeriac processes read each
-other's results. Methods are synchronous and thread-safe; the asyncio client calls them from threads.
+chord counter. It knows nothing of tasks: the API layer (``celeriac.app.backend``) encodes task
+meta with Celery's key names (``celery-task-meta-<id>``) and JSON, so Celery and celeriac processes
+read each other's results. Methods are synchronous and thread-safe; the asyncio client calls them
+from threads.
 """
 
 from __future__ import annotations

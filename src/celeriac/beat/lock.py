@@ -23,6 +23,7 @@ from celeriac.beat.store import lua_script
 
 if TYPE_CHECKING:
     import redis
+
     from celeriac.utils.sqlitedb import ConnectionPool
 
 __all__ = ["DEFAULT_LOCK_TTL", "LeaderLock", "MemoryLock", "RedisLock", "SQLiteLock", "new_owner"]

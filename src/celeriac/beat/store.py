@@ -24,6 +24,7 @@ from celeriac.exceptions import CeleryError
 
 if TYPE_CHECKING:
     import redis
+
     from celeriac.utils.sqlitedb import ConnectionPool
 
 __all__ = [

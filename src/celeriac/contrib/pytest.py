@@ -30,14 +30,21 @@ DEFAULT_TEST_CONFIG: dict[str, Any] = {
 }
 
 
-def _make_app(config: Mapping[str, Any], parameters: Mapping[str, Any],
-              includes: Sequence[str]) -> Celery:
+def _make_app(
+    config: Mapping[str, Any], parameters: Mapping[str, Any], includes: Sequence[str]
+) -> Celery:
     params = {"set_as_current": False, **parameters}
     app = Celery(params.pop("main", "celery.tests"), **params)
     # A private in-process broker and result store per app: tests never see each other's messages.
     private = uuid.uuid4().hex
-    app.conf.update({**DEFAULT_TEST_CONFIG, "broker_url": f"memory://{private}",
-                     "result_backend": f"cache+memory://{private}", **config})
+    app.conf.update(
+        {
+            **DEFAULT_TEST_CONFIG,
+            "broker_url": f"memory://{private}",
+            "result_backend": f"cache+memory://{private}",
+            **config,
+        }
+    )
     if includes:
         app.conf.update(include=tuple(includes))
     return app
@@ -85,7 +92,8 @@ def use_celery_app_trap() -> bool:
 
 @pytest.fixture(scope="session")
 def celery_session_app(
-    celery_config: Mapping[str, Any], celery_parameters: Mapping[str, Any],
+    celery_config: Mapping[str, Any],
+    celery_parameters: Mapping[str, Any],
     celery_includes: Sequence[str],
 ) -> Iterator[Celery]:
     """One test app for the whole session."""
@@ -101,7 +109,8 @@ def celery_session_app(
 
 @pytest.fixture
 def celery_app(
-    celery_config: Mapping[str, Any], celery_parameters: Mapping[str, Any],
+    celery_config: Mapping[str, Any],
+    celery_parameters: Mapping[str, Any],
     celery_includes: Sequence[str],
 ) -> Iterator[Celery]:
     """A fresh test app for one test, set as the current app (so ``shared_task`` uses it)."""
@@ -117,18 +126,22 @@ def celery_app(
 
 @pytest.fixture(scope="session")
 def celery_session_worker(
-    celery_session_app: Celery, celery_worker_pool: str,
+    celery_session_app: Celery,
+    celery_worker_pool: str,
     celery_worker_parameters: Mapping[str, Any],
 ) -> Iterator[Worker]:
     """A worker running for the whole session."""
-    with start_worker(celery_session_app, pool=celery_worker_pool,
-                      **celery_worker_parameters) as worker:
+    with start_worker(
+        celery_session_app, pool=celery_worker_pool, **celery_worker_parameters
+    ) as worker:
         yield worker
 
 
 @pytest.fixture
 def celery_worker(
-    celery_app: Celery, celery_worker_pool: str, celery_worker_parameters: Mapping[str, Any],
+    celery_app: Celery,
+    celery_worker_pool: str,
+    celery_worker_parameters: Mapping[str, Any],
 ) -> Iterator[Worker]:
     """A worker for one test, consuming from ``celery_app``."""
     with start_worker(celery_app, pool=celery_worker_pool, **celery_worker_parameters) as worker:

@@ -47,8 +47,11 @@ def start_worker(
     Thread pools only (``solo``, ``threads``, ``asyncio``): a test process should not fork.
     """
     options = WorkerOptions(
-        concurrency=concurrency, pool=pool, install_signal_handlers=False,
-        hostname=kwargs.pop("hostname", None) or "celery@%h", **kwargs,
+        concurrency=concurrency,
+        pool=pool,
+        install_signal_handlers=False,
+        hostname=kwargs.pop("hostname", None) or "celery@%h",
+        **kwargs,
     )
     worker = Worker(app, options)
     thread = WorkerThread(worker)

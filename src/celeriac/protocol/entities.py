@@ -31,8 +31,8 @@ class Exchange:
 class Queue:
     """A queue and its binding to an exchange, as ``kombu.Queue`` describes one.
 
-    ``Queue("email")`` binds queue ``email`` to a direct exchange ``email`` with routing key ``email``,
-    as Celery does for queues it creates on demand.
+    ``Queue("email")`` binds queue ``email`` to a direct exchange ``email`` with routing key
+    ``email``, as Celery does for queues it creates on demand.
     """
 
     name: str

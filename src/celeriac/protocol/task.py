@@ -110,7 +110,7 @@ class TaskRequest:
 
 
 def build_v2(req: TaskRequest) -> Message:
-    """Encode *req* as a protocol v2 message. Raises ``EncodeError`` for unserializable arguments."""
+    """Encode *req* as a protocol v2 message. Raises ``EncodeError`` for bad arguments."""
     args = list(req.args)
     kwargs = dict(req.kwargs)
     headers: dict[str, Any] = {
@@ -169,7 +169,9 @@ _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 _INT64 = 2**63
 
 
-def _plain_json_body(args: list[Any], kwargs: dict[str, Any], embed: dict[str, Any]) -> bytes | None:
+def _plain_json_body(
+    args: list[Any], kwargs: dict[str, Any], embed: dict[str, Any]
+) -> bytes | None:
     """The JSON body straight from orjson when every value is a plain string, small int, bool or
     None and nothing is embedded (the common ``delay(...)``); None means use the full encoder."""
     if embed["callbacks"] or embed["errbacks"] or embed["chain"] or embed["chord"]:
@@ -220,7 +222,7 @@ class TaskMessage:
     @property
     def timelimit(self) -> tuple[float | None, float | None]:
         value = self.headers.get("timelimit") or (None, None)
-        hard, soft = (list(value) + [None, None])[:2]
+        hard, soft = [*list(value), None, None][:2]
         return hard, soft
 
     @property
@@ -250,8 +252,8 @@ def parse(message: Message, accept: Collection[str] | None = None) -> TaskMessag
     """Decode a task message of protocol v1 or v2.
 
     Raises :class:`~celeriac.exceptions.ContentDisallowed` before decoding anything when the content
-    type is not accepted, ``DecodeError`` for undecodable bytes, and :class:`InvalidTaskError` when the
-    structure is not a task message.
+    type is not accepted, ``DecodeError`` for undecodable bytes, and :class:`InvalidTaskError`
+    when the structure is not a task message.
     """
     body: bytes | str = message.body
     compressed = message.headers.get("compression")
@@ -274,7 +276,9 @@ def parse(message: Message, accept: Collection[str] | None = None) -> TaskMessag
 
 def _from_v2(message: Message, headers: dict[str, Any], payload: Sequence[Any]) -> TaskMessage:
     if len(payload) != 3:
-        raise InvalidTaskError(f"task body must have 3 items [args, kwargs, embed], got {len(payload)}")
+        raise InvalidTaskError(
+            f"task body must have 3 items [args, kwargs, embed], got {len(payload)}"
+        )
     args, kwargs, embed = payload
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise InvalidTaskError(

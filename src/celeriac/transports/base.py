@@ -2,16 +2,17 @@
 
 A transport moves :class:`~celeriac.protocol.message.Message` values between processes. It knows
 queues, leases and bytes, never tasks. Every method is synchronous and safe to call from several
-threads; the asyncio client and the worker call them from worker threads, so one implementation serves
-both sync and async callers.
+threads; the asyncio client and the worker call them from worker threads, so one implementation
+serves both sync and async callers.
 
 Delivery semantics every implementation guarantees (the contract suite in ``tests/contract`` checks
 them against each transport):
 
 * ``fetch`` hands each message to exactly one consumer and leases it to that consumer's transport
-  instance. A lease lasts ``visibility_timeout`` seconds unless ``renew`` extends it; a message whose
-  lease ran out (its holder died) goes back to its queue, marked ``redelivered``.
-* ``ack`` ends the lease and removes the message. ``requeue`` gives it back to the head of its queue.
+  instance. A lease lasts ``visibility_timeout`` seconds unless ``renew`` extends it; a message
+  whose lease ran out (its holder died) goes back to its queue, marked ``redelivered``.
+* ``ack`` ends the lease and removes the message. ``requeue`` puts it back at the head of its
+  queue.
   ``park`` hides it until a due time (far-future ETA), then any consumer can fetch it again.
   ``dead_letter`` moves it to the dead-letter store with a reason a user can read.
 * Higher ``properties["priority"]`` is served first within a queue (0-9, Celery's scale), FIFO
@@ -63,7 +64,7 @@ class Subscription(ABC):
 
     @abstractmethod
     def get(self, timeout: float) -> list[tuple[str, Message]]:
-        """Wait up to *timeout* seconds; return ``(routing_key, message)`` pairs received, maybe none."""
+        """Wait up to *timeout* seconds; return the ``(routing_key, message)`` pairs received."""
 
     @abstractmethod
     def close(self) -> None:
@@ -141,7 +142,7 @@ class Transport(ABC):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move a leased message to the dead-letter store with *reason*."""
 
-    # -- queues and the dead-letter store ------------------------------------------------------------
+    # -- queues and the dead-letter store --------------------------------------------------------
     @abstractmethod
     def queue_length(self, queue: str) -> int:
         """Messages waiting in *queue* (not counting leased or parked ones)."""

@@ -85,7 +85,9 @@ class _Broker:
         self.dead: dict[str, DeadLetter] = {}
         self.subscribers: list[_MemorySubscription] = []
 
-    def push(self, queue: str, message: Message, *, redelivered: bool = False, head: bool = False) -> None:
+    def push(
+        self, queue: str, message: Message, *, redelivered: bool = False, head: bool = False
+    ) -> None:
         seq = next(_counter)
         priority = min(message.priority, 255)
         # Head-of-queue inserts sort before everything of the same priority.
@@ -156,8 +158,13 @@ class MemoryTransport(Transport):
         with b.lock:
             for item in items:
                 src = item.message
-                message = Message(src.body, dict(src.headers), dict(src.properties),
-                                  src.content_type, src.content_encoding)
+                message = Message(
+                    src.body,
+                    dict(src.headers),
+                    dict(src.properties),
+                    src.content_type,
+                    src.content_encoding,
+                )
                 for queue in b.route(item.exchange, item.routing_key):
                     b.push(queue, message)
         b.waker.notify()
@@ -232,7 +239,9 @@ class MemoryTransport(Transport):
         with b.lock:
             b.leases.pop(delivery.tag, None)
             dead_id = uuid.uuid4().hex
-            b.dead[dead_id] = DeadLetter(dead_id, delivery.queue, reason, delivery.message, time.time())
+            b.dead[dead_id] = DeadLetter(
+                dead_id, delivery.queue, reason, delivery.message, time.time()
+            )
 
     def queue_length(self, queue: str) -> int:
         with self._b.lock:

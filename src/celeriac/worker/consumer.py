@@ -94,8 +94,9 @@ class Consumer:
                     self._fetcher, self.transport.fetch, queues, room, FETCH_TIMEOUT
                 )
             except OperationalError as exc:
-                logger.error("consumer: cannot fetch from the broker (%s); retrying in %.0fs",
-                             exc, backoff)
+                logger.error(
+                    "consumer: cannot fetch from the broker (%s); retrying in %.0fs", exc, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
@@ -123,8 +124,9 @@ class Consumer:
         task = self.app._tasks.get(msg.name)
         if task is None:
             error = NotRegistered(msg.name)
-            signals.task_unknown.send(sender=self.worker, name=msg.name, id=msg.id,
-                                      message=delivery.message, exc=error)
+            signals.task_unknown.send(
+                sender=self.worker, name=msg.name, id=msg.id, message=delivery.message, exc=error
+            )
             self.dead_letter(
                 delivery,
                 f"unknown task {msg.name!r} (id {msg.id}): not registered in this worker; "
@@ -134,8 +136,12 @@ class Consumer:
         hard, soft = msg.timelimit
         job = Job.from_message(
             msg,
-            {"exchange": delivery.exchange, "routing_key": delivery.routing_key or delivery.queue,
-             "priority": delivery.message.priority, "redelivered": delivery.redelivered},
+            {
+                "exchange": delivery.exchange,
+                "routing_key": delivery.routing_key or delivery.queue,
+                "priority": delivery.message.priority,
+                "redelivered": delivery.redelivered,
+            },
             self.worker.hostname,
             soft_time_limit=soft or task.soft_time_limit or self.worker.soft_time_limit,
             time_limit=hard or task.time_limit or self.worker.time_limit,
@@ -167,17 +173,24 @@ class Consumer:
             return True
         return False
 
-    def _revoke(self, request: Request, expired: bool, terminated: bool = False,
-                signum: int | None = None) -> None:
+    def _revoke(
+        self, request: Request, expired: bool, terminated: bool = False, signum: int | None = None
+    ) -> None:
         backend = self.app.backend
         if backend is not None and not request.task.ignore_result:
             try:
-                backend.mark_as_revoked(request.id, "expired" if expired else "revoked",
-                                        request=request.job.context())
+                backend.mark_as_revoked(
+                    request.id, "expired" if expired else "revoked", request=request.job.context()
+                )
             except Exception:
                 logger.exception("storing REVOKED for %s failed", request.id)
-        signals.task_revoked.send(sender=request.task, request=request, terminated=terminated,
-                                  signum=signum, expired=expired)
+        signals.task_revoked.send(
+            sender=request.task,
+            request=request,
+            terminated=terminated,
+            signum=signum,
+            expired=expired,
+        )
         self.worker.events.task_revoked(request, terminated, signum, expired)
         if not request.acknowledged:
             self.ack(request.delivery)
@@ -262,13 +275,15 @@ class Consumer:
         if state == WORKER_LOST:
             self._worker_lost(request, result)
         elif state == states.REJECTED:
-            signals.task_rejected.send(sender=self.worker, message=request.delivery.message,
-                                       exc=result.exc_repr)
+            signals.task_rejected.send(
+                sender=self.worker, message=request.delivery.message, exc=result.exc_repr
+            )
             if result.requeue:
                 self.requeue([request.delivery])
             else:
-                self.dead_letter(request.delivery, f"rejected by the task: {result.exc_repr}",
-                                 quiet=True)
+                self.dead_letter(
+                    request.delivery, f"rejected by the task: {result.exc_repr}", quiet=True
+                )
         elif request.acks_late and not request.acknowledged:
             if state == states.FAILURE and not request.task.acks_on_failure_or_timeout:
                 self.dead_letter(request.delivery, f"task failed: {result.exc_repr}", quiet=True)
@@ -282,11 +297,14 @@ class Consumer:
             # It never started: nothing ran, so it simply goes back to the queue.
             self.requeue([request.delivery])
             return
-        if request.acks_late and not request.acknowledged and (
-            request.task.reject_on_worker_lost or self.cold
+        if (
+            request.acks_late
+            and not request.acknowledged
+            and (request.task.reject_on_worker_lost or self.cold)
         ):
-            logger.warning("Task %s[%s]: pool process lost; message requeued",
-                           request.name, request.id)
+            logger.warning(
+                "Task %s[%s]: pool process lost; message requeued", request.name, request.id
+            )
             self.requeue([request.delivery])
             return
         exc = WorkerLostError(
@@ -328,8 +346,11 @@ class Consumer:
     def dead_letter(self, delivery: Delivery, reason: str, quiet: bool = False) -> None:
         self.leased.pop(delivery.tag, None)
         log = logger.info if quiet else logger.error
-        log("Message moved to the dead-letter queue %r: %s", self.transport.dead_letter_queue,
-            reason)
+        log(
+            "Message moved to the dead-letter queue %r: %s",
+            self.transport.dead_letter_queue,
+            reason,
+        )
         self._broker_write(self.transport.dead_letter, delivery, reason)
 
     def _broker_write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:

@@ -1,4 +1,4 @@
-"""The worker's events: task lifecycle (with ``-E``) and heartbeats (always), as Celery sends them."""
+"""The worker's events: task lifecycle (with ``-E``) and heartbeats (always), as Celery's."""
 
 from __future__ import annotations
 
@@ -46,16 +46,24 @@ class WorkerEvents:
             return
         msg = request.message
         self._task(
-            "task-received", request, name=request.name, args=msg.headers.get("argsrepr"),
-            kwargs=msg.headers.get("kwargsrepr"), root_id=msg.root_id, parent_id=msg.parent_id,
-            retries=msg.retries, eta=msg.headers.get("eta"), expires=msg.headers.get("expires"),
+            "task-received",
+            request,
+            name=request.name,
+            args=msg.headers.get("argsrepr"),
+            kwargs=msg.headers.get("kwargsrepr"),
+            root_id=msg.root_id,
+            parent_id=msg.parent_id,
+            retries=msg.retries,
+            eta=msg.headers.get("eta"),
+            expires=msg.headers.get("expires"),
         )
 
     def task_started(self, request: Request) -> None:
         self._task("task-started", request)
 
-    def task_revoked(self, request: Request, terminated: bool, signum: int | None,
-                     expired: bool) -> None:
+    def task_revoked(
+        self, request: Request, terminated: bool, signum: int | None, expired: bool
+    ) -> None:
         self._task("task-revoked", request, terminated=terminated, signum=signum, expired=expired)
 
     def task_done(self, request: Request, result: JobResult) -> None:
@@ -63,16 +71,17 @@ class WorkerEvents:
             return
         state = result.state
         if state == states.SUCCESS:
-            self._task("task-succeeded", request, result=result.retval_repr,
-                       runtime=result.runtime)
+            self._task("task-succeeded", request, result=result.retval_repr, runtime=result.runtime)
         elif state == states.RETRY:
-            self._task("task-retried", request, exception=result.exc_repr,
-                       traceback=result.traceback)
+            self._task(
+                "task-retried", request, exception=result.exc_repr, traceback=result.traceback
+            )
         elif state == states.REJECTED:
             self._task("task-rejected", request, requeue=result.requeue)
         elif state != states.IGNORED:
-            self._task("task-failed", request, exception=result.exc_repr,
-                       traceback=result.traceback)
+            self._task(
+                "task-failed", request, exception=result.exc_repr, traceback=result.traceback
+            )
 
     def worker_fields(self) -> dict[str, Any]:
         consumer = self.worker.consumer

@@ -38,31 +38,64 @@ class Job:
 
     @classmethod
     def from_message(
-        cls, msg: TaskMessage, delivery_info: dict[str, Any], hostname: str,
-        soft_time_limit: float | None, time_limit: float | None,
+        cls,
+        msg: TaskMessage,
+        delivery_info: dict[str, Any],
+        hostname: str,
+        soft_time_limit: float | None,
+        time_limit: float | None,
     ) -> Job:
-        return cls(msg.id, msg.name, msg.args, msg.kwargs, msg.embed, msg.headers,
-                   msg.properties, delivery_info, hostname, soft_time_limit, time_limit)
+        return cls(
+            msg.id,
+            msg.name,
+            msg.args,
+            msg.kwargs,
+            msg.embed,
+            msg.headers,
+            msg.properties,
+            delivery_info,
+            hostname,
+            soft_time_limit,
+            time_limit,
+        )
 
     def context(self) -> Context:
         """The ``self.request`` the task sees."""
         h = self.headers
         return Context(
-            id=self.id, task=self.name, args=self.args, kwargs=self.kwargs,
-            retries=int(h.get("retries") or 0), is_eager=False, called_directly=False,
-            eta=h.get("eta"), expires=h.get("expires"), hostname=self.hostname,
-            delivery_info=self.delivery_info, reply_to=self.properties.get("reply_to"),
+            id=self.id,
+            task=self.name,
+            args=self.args,
+            kwargs=self.kwargs,
+            retries=int(h.get("retries") or 0),
+            is_eager=False,
+            called_directly=False,
+            eta=h.get("eta"),
+            expires=h.get("expires"),
+            hostname=self.hostname,
+            delivery_info=self.delivery_info,
+            reply_to=self.properties.get("reply_to"),
             correlation_id=self.properties.get("correlation_id") or self.id,
-            root_id=h.get("root_id"), parent_id=h.get("parent_id"), group=h.get("group"),
-            group_index=h.get("group_index"), chord=self.embed.get("chord"),
-            chain=self.embed.get("chain"), callbacks=self.embed.get("callbacks"),
+            root_id=h.get("root_id"),
+            parent_id=h.get("parent_id"),
+            group=h.get("group"),
+            group_index=h.get("group_index"),
+            chord=self.embed.get("chord"),
+            chain=self.embed.get("chain"),
+            callbacks=self.embed.get("callbacks"),
             errbacks=self.embed.get("errbacks"),
-            timelimit=(self.time_limit, self.soft_time_limit), origin=h.get("origin"),
-            headers=h, properties=self.properties, ignore_result=bool(h.get("ignore_result")),
-            shadow=h.get("shadow"), stamps=h.get("stamps"),
+            timelimit=(self.time_limit, self.soft_time_limit),
+            origin=h.get("origin"),
+            headers=h,
+            properties=self.properties,
+            ignore_result=bool(h.get("ignore_result")),
+            shadow=h.get("shadow"),
+            stamps=h.get("stamps"),
             stamped_headers=h.get("stamped_headers"),
             replaced_task_nesting=h.get("replaced_task_nesting") or 0,
-            argsrepr=h.get("argsrepr"), kwargsrepr=h.get("kwargsrepr"), worker_pid=os.getpid(),
+            argsrepr=h.get("argsrepr"),
+            kwargsrepr=h.get("kwargsrepr"),
+            worker_pid=os.getpid(),
         )
 
 
@@ -90,8 +123,9 @@ def _short(value: Any, limit: int = 1024) -> str:
 
 
 def to_result(job: Job, outcome: TraceOutcome) -> JobResult:
-    result = JobResult(job.id, outcome.state, outcome.runtime, outcome.requeue,
-                       traceback=outcome.traceback)
+    result = JobResult(
+        job.id, outcome.state, outcome.runtime, outcome.requeue, traceback=outcome.traceback
+    )
     if outcome.state == states.SUCCESS:
         result.retval_repr = _short(outcome.retval)
     elif outcome.exc is not None:

@@ -56,7 +56,10 @@ class ThreadLimits:
 
     @contextmanager
     def guard(
-        self, job_id: str, soft: float | None, hard: float | None,
+        self,
+        job_id: str,
+        soft: float | None,
+        hard: float | None,
         hard_exc: type[BaseException],
     ) -> Iterator[None]:
         thread_id = threading.get_ident()
@@ -92,7 +95,7 @@ class ThreadLimits:
 
 
 class RateLimit:
-    """A token bucket for Celery's ``"10/s"``, ``"100/m"``, ``"1000/h"`` (or a number per second)."""
+    """A token bucket for Celery's ``"10/s"``, ``"100/m"``, ``"1000/h"`` or a number per second."""
 
     def __init__(self, spec: str | float | int) -> None:
         self.rate = parse_rate(spec)
@@ -131,6 +134,7 @@ def parse_rate(spec: str | float | int | None) -> float:
         per = None
     if per is None:
         raise ValueError(
-            f"rate limit {spec!r} is not valid: expected a number per second, or 'N/s', 'N/m', 'N/h'"
+            f"rate limit {spec!r} is not valid: "
+            "expected a number per second, or 'N/s', 'N/m', 'N/h'"
         )
     return value / per

@@ -34,7 +34,7 @@ class LimitedSet:
     def purge(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         while self._data:
-            item, added = next(iter(self._data.items()))
+            _, added = next(iter(self._data.items()))
             if len(self._data) > self.maxlen or (self.expires and now - added > self.expires):
                 self._data.popitem(last=False)
             else:

@@ -41,9 +41,7 @@ def expand_hostname(template: str | None, default_name: str = "celery") -> str:
     template = template or f"{default_name}@%h"
     if "@" not in template:
         template = f"{template}@%h"
-    return template.replace("%h", host).replace("%n", name).replace("%d", domain).replace(
-        "%%", "%"
-    )
+    return template.replace("%h", host).replace("%n", name).replace("%d", domain).replace("%%", "%")
 
 
 @dataclass
@@ -81,8 +79,12 @@ class Worker:
         self.hostname = expand_hostname(options.hostname)
         # Sent before anything reads the settings, so handlers can configure this node (Celery's
         # per-hostname configuration pattern).
-        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=conf,
-                                  options=dict(options.extra.get("cli_options", {})))
+        signals.celeryd_init.send(
+            sender=self.hostname,
+            instance=self,
+            conf=conf,
+            options=dict(options.extra.get("cli_options", {})),
+        )
         app.finalize()
         self.pool_name = options.pool or conf.worker_pool or "prefork"
         concurrency = options.concurrency or conf.worker_concurrency or os.cpu_count() or 1
@@ -113,8 +115,10 @@ class Worker:
             on_start=self._on_job_start,
             on_done=self._on_job_done,
         )
-        send_events = options.send_events if options.send_events is not None else bool(
-            conf.worker_send_task_events
+        send_events = (
+            options.send_events
+            if options.send_events is not None
+            else bool(conf.worker_send_task_events)
         )
         self.events = WorkerEvents(self, task_events=send_events)
         self.control = ControlNode(self)  # remote control; loads --statedb revoked ids
@@ -163,8 +167,10 @@ class Worker:
         ]
         for name in self.queue_names:
             q = app.queue_for(name)
-            lines.append(f"                .> {name:<16} exchange={q.exchange.name}"
-                         f"({q.exchange.type}) key={q.routing_key}")
+            lines.append(
+                f"                .> {name:<16} exchange={q.exchange.name}"
+                f"({q.exchange.type}) key={q.routing_key}"
+            )
         lines.append("")
         lines.append("[tasks]")
         for name in sorted(app.tasks.regular()):
@@ -289,13 +295,15 @@ class Worker:
         name = signal.Signals(signum).name if signum else "request"
         if self._shutdowns == 1:
             logger.warning("worker: Warm shutdown (%s)", name)
-            signals.worker_shutting_down.send(sender=self.hostname, sig=name, how="Warm",
-                                              exitcode=0)
+            signals.worker_shutting_down.send(
+                sender=self.hostname, sig=name, how="Warm", exitcode=0
+            )
             self._stop.set()
         else:
             logger.warning("worker: Cold shutdown (%s)", name)
-            signals.worker_shutting_down.send(sender=self.hostname, sig=name, how="Cold",
-                                              exitcode=0)
+            signals.worker_shutting_down.send(
+                sender=self.hostname, sig=name, how="Cold", exitcode=0
+            )
             if self.consumer is not None:
                 self.consumer.cold = True
             assert self.loop is not None

@@ -1,9 +1,9 @@
 """The ``asyncio`` pool: up to ``concurrency`` tasks at once on one event loop in a thread.
 
-``async def`` tasks run natively on that loop; a sync task runs on a helper thread so it never blocks
-the others. Time limits cancel the asyncio task: at the soft limit the task sees ``CancelledError``
-(it may clean up), and the outcome is ``SoftTimeLimitExceeded``; at the hard limit it is
-cancelled again and fails with ``TimeLimitExceeded``.
+``async def`` tasks run natively on that loop; a sync task runs on a helper thread so it never
+blocks the others. Time limits cancel the asyncio task: at the soft limit the task sees
+``CancelledError`` (it may clean up), and the outcome is ``SoftTimeLimitExceeded``; at the hard
+limit it is cancelled again and fails with ``TimeLimitExceeded``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ class AsyncioPool(Pool):
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         ready = threading.Event()
-        self._sync_executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="celeriac-sync")
+        self._sync_executor = ThreadPoolExecutor(
+            self.concurrency, thread_name_prefix="celeriac-sync"
+        )
 
         def serve() -> None:
             self._task_loop = asyncio.new_event_loop()

@@ -41,8 +41,9 @@ class Pool(ABC):
     #: True when the pool can run ``async def`` tasks without a private event loop.
     native_async: bool = False
 
-    def __init__(self, app: Celery, options: PoolOptions, on_start: OnStart,
-                 on_done: OnDone) -> None:
+    def __init__(
+        self, app: Celery, options: PoolOptions, on_start: OnStart, on_done: OnDone
+    ) -> None:
         self.app = app
         self.options = options
         self.on_start = on_start
@@ -85,8 +86,10 @@ class Pool(ABC):
 
     def info(self) -> dict[str, Any]:
         """What ``inspect stats`` shows under ``pool``."""
-        return {"implementation": f"celeriac.worker.pools:{type(self).__name__}",
-                "max-concurrency": self.concurrency}
+        return {
+            "implementation": f"celeriac.worker.pools:{type(self).__name__}",
+            "max-concurrency": self.concurrency,
+        }
 
     def call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run *fn* on the worker's loop from any thread."""

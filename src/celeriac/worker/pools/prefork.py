@@ -41,8 +41,9 @@ def _load_app(app: Celery | str) -> Celery:
     return find_app(app)
 
 
-def child_main(app_ref: Celery | str, conn: multiprocessing.connection.Connection,
-               hostname: str) -> None:
+def child_main(
+    app_ref: Celery | str, conn: multiprocessing.connection.Connection, hostname: str
+) -> None:
     """The loop of one pool process: receive a job, run it, send its result.
 
     SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish: the
@@ -123,8 +124,10 @@ class PreforkPool(Pool):
             app_ref = self.options.app_locator
         signals.worker_before_create_process.send(sender=self)
         process = self._ctx.Process(
-            target=child_main, args=(app_ref, child_conn, self.options.hostname),
-            name=f"ForkPoolWorker-{len(self._children) + 1}", daemon=True,
+            target=child_main,
+            args=(app_ref, child_conn, self.options.hostname),
+            name=f"ForkPoolWorker-{len(self._children) + 1}",
+            daemon=True,
         )
         process.start()
         child_conn.close()
@@ -196,8 +199,13 @@ class PreforkPool(Pool):
 
     def _hard_limit(self, child: _Child, job: Job) -> None:
         if child.jobs and child.jobs[0] is job and child.process.is_alive():
-            logger.error("Hard time limit (%ss) exceeded for %s[%s]; killing pool process %d",
-                         job.time_limit, job.name, job.id, child.pid)
+            logger.error(
+                "Hard time limit (%ss) exceeded for %s[%s]; killing pool process %d",
+                job.time_limit,
+                job.name,
+                job.id,
+                child.pid,
+            )
             child.kill_reason = TimeLimitExceeded(job.time_limit)
             os.kill(child.pid, signal.SIGKILL)
 
@@ -296,8 +304,9 @@ class PreforkPool(Pool):
             result = fail_job(self.app, job, child.kill_reason)
         else:
             code = child.process.exitcode
-            result = JobResult(job.id, WORKER_LOST,
-                               exc_repr=repr(WorkerLostError(_exit_text(code))))
+            result = JobResult(
+                job.id, WORKER_LOST, exc_repr=repr(WorkerLostError(_exit_text(code)))
+            )
             result.extra["exitcode"] = code
             result.extra["terminated"] = child.kill_reason is not None
         self.on_done(job, result)

@@ -19,7 +19,7 @@ from celeriac.worker.pools.base import Pool
 
 
 class ThreadPool(Pool):
-    """Runs each job on one of ``concurrency`` threads; ``async def`` tasks get a per-thread loop."""
+    """Runs each job on one of ``concurrency`` threads; ``async def`` tasks get a thread's loop."""
 
     name = "threads"
 
@@ -49,8 +49,7 @@ class ThreadPool(Pool):
     def _run(self, job: Job) -> None:
         self.call_on_loop(self.on_start, job, os.getpid())
         try:
-            with self._limits.guard(job.id, job.soft_time_limit, job.time_limit,
-                                    TimeLimitExceeded):
+            with self._limits.guard(job.id, job.soft_time_limit, job.time_limit, TimeLimitExceeded):
                 result = run_job(self.app, job)
         except TimeLimitExceeded as exc:
             result = fail_job(self.app, job, exc)

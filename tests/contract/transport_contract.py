@@ -297,6 +297,18 @@ class TransportContract:
             sub_all.close()
             sub_worker.close()
 
+    def test_bound_queues_lists_the_fanout_members(self, make_transport: MakeTransport) -> None:
+        t = make_transport()
+        ex = Exchange(f"fan-{uuid.uuid4().hex[:8]}", "fanout", durable=False)
+        if t.bound_queues(ex.name) is None:
+            pytest.skip(f"{type(t).__name__} cannot list bindings (mingle waits its timeout)")
+        assert t.bound_queues(ex.name) == []
+        for name in ("b.node", "a.node"):
+            t.declare(Queue(name, ex, routing_key="", durable=False))
+        assert sorted(make_transport().bound_queues(ex.name) or []) == ["a.node", "b.node"]
+        t.unbind(Queue("a.node", ex, routing_key="", durable=False))
+        assert make_transport().bound_queues(ex.name) == ["b.node"]
+
     @pytest.mark.parametrize("count", [1, 200])
     def test_batch_publish(self, make_transport: MakeTransport, count: int) -> None:
         t, q = make_transport(), qname()

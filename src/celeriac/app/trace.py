@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import signals, states
 from celeriac.app.context import Context, current_request, current_task_var
 from celeriac.canvas import signature
-from celeriac.exceptions import Ignore, Reject, Retry
+from celeriac.exceptions import Ignore, Reject, Retry, Terminated
 from celeriac.result import EagerResult, in_worker_task
 
 if TYPE_CHECKING:
@@ -200,6 +200,10 @@ class Tracer:
             return TraceOutcome(states.IGNORED, exc, exc, runtime=runtime)
         if isinstance(exc, Reject):
             return TraceOutcome(states.REJECTED, exc, exc, runtime=runtime, requeue=exc.requeue)
+        if isinstance(exc, Terminated) and not self.eager:
+            # revoke(terminate=True) on a thread or asyncio pool: the worker stores REVOKED, so
+            # no FAILURE may be visible in between and the failure hooks do not run.
+            return TraceOutcome(states.REVOKED, exc, exc, runtime=runtime)
         return self._failed(request, exc, args, kwargs, runtime)
 
     def _retried(

@@ -172,6 +172,13 @@ class Transport(ABC):
     def subscribe(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Subscription:
         """Subscribe to *exchange*; AMQP topic patterns (``*``, ``#``) select routing keys."""
 
+    def bound_queues(self, exchange: str) -> list[str] | None:
+        """Names of the queues bound to *exchange*, or None when the broker cannot tell."""
+        return None
+
+    def unbind(self, queue: Queue) -> None:  # noqa: B027 - optional hook
+        """Remove *queue*'s binding to its exchange (a pidbox queue of a worker that stops)."""
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Held leases are not released (see ``requeue``)."""

@@ -153,6 +153,15 @@ class MemoryTransport(Transport):
                 if binding not in bound:
                     bound.append(binding)
 
+    def bound_queues(self, exchange: str) -> list[str] | None:
+        with self._b.lock:
+            return [queue for _, queue, _ in self._b.bindings.get(exchange, [])]
+
+    def unbind(self, queue: Queue) -> None:
+        with self._b.lock:
+            bound = self._b.bindings.get(queue.exchange.name, [])
+            bound[:] = [b for b in bound if b[1] != queue.name]
+
     def publish(self, items: Sequence[Outgoing]) -> None:
         b = self._b
         with b.lock:

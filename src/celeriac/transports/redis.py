@@ -426,6 +426,27 @@ class RedisTransport(Transport):
             for name, members in zip(names, replies, strict=True)
         }
 
+    def bound_queues(self, exchange: str) -> list[str] | None:
+        # kombu's binding members are "routing_key\x06\x16pattern\x06\x16queue".
+        members = self._binding_tables({exchange})[exchange]
+        return sorted({member.split(self.cfg.sep)[-1] for member in members})
+
+    def unbind(self, queue: Queue) -> None:
+        exchange = queue.exchange
+        if not exchange.name:
+            return
+        pattern = topic_pattern(queue.routing_key) if exchange.type == "topic" else ""
+        member = self.cfg.sep.join([queue.routing_key or "", pattern, queue.name])
+        prefix = self.cfg.global_keyprefix
+
+        def forget() -> None:
+            with self._client.pipeline() as pipe:
+                pipe.srem(prefix + BINDING_KEY % exchange.name, member)
+                pipe.srem(prefix + BINDING_PERMANENT_KEY % exchange.name, member)
+                pipe.execute()
+
+        self._retry.call(forget)
+
     def _route(self, exchange: str, routing_key: str, table: list[str]) -> list[str]:
         """Queues for a message: kombu's direct/topic lookup over the binding members."""
         if not exchange or not table:

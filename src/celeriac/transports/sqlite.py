@@ -266,6 +266,20 @@ class SQLiteTransport(Transport):
         if rows:
             self._wake.notify(QUEUE_CHANNEL)
 
+    def bound_queues(self, exchange: str) -> list[str] | None:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT queue FROM bindings WHERE exchange = ?", (exchange,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def unbind(self, queue: Queue) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "DELETE FROM bindings WHERE exchange = ? AND queue = ?",
+                (queue.exchange.name, queue.name),
+            )
+
     @staticmethod
     def _route(conn: sqlite3.Connection, exchange: str, routing_key: str) -> list[str]:
         if not exchange:

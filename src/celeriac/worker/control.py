@@ -182,6 +182,9 @@ class ControlNode:
         if sub is not None:
             # Queued behind any get() still running on the executor thread.
             self._executor.submit(sub.close)
+            # As kombu deletes an auto-delete pidbox queue: the next worker's mingle then
+            # does not wait for this one.
+            await asyncio.get_running_loop().run_in_executor(None, self._unbind)
         self.save_state()
         self._executor.shutdown(wait=False)
 
@@ -267,7 +270,14 @@ class ControlNode:
     async def mingle(self, timeout: float = 1.0) -> int:
         """Get revoked ids from running workers (Celery's ``hello``); return how many replied."""
         loop = asyncio.get_running_loop()
-        inspect = self.app.control.inspect(timeout=timeout)
+        others = await loop.run_in_executor(self._executor, self._other_nodes)
+        if others is not None and not others:
+            logger.info("mingle: all alone")
+            return 0
+        # Stop waiting once every node bound to the pidbox answered (stale bindings of
+        # workers that died still cost the full timeout, as in Celery).
+        limit = len(others) if others is not None else None
+        inspect = self.app.control.inspect(timeout=timeout, limit=limit)
         ours = list(self.worker.state.revoked)
         try:
             replies = await loop.run_in_executor(self._executor, inspect.hello, self.hostname, ours)
@@ -285,6 +295,24 @@ class ControlNode:
             self.merge_revoked(reply.get("revoked"))
         logger.info("mingle: %s", f"synced with {len(replies)} node(s)" if replies else "all alone")
         return len(replies)
+
+    def _unbind(self) -> None:
+        try:
+            self.app.transport.unbind(self.mailbox.node_queue(self.hostname))
+        except Exception as exc:
+            logger.debug("removing the pidbox binding failed: %r", exc)
+
+    def _other_nodes(self) -> list[str] | None:
+        """Pidbox queues of other workers, or None when the broker cannot list them."""
+        try:
+            bound = self.app.transport.bound_queues(self.mailbox.exchange)
+        except Exception as exc:
+            logger.debug("mingle: listing the pidbox bindings failed: %r", exc)
+            return None
+        if bound is None:
+            return None
+        own = self.mailbox.node_queue(self.hostname).name
+        return [name for name in bound if name != own]
 
     def merge_revoked(self, ids: Iterable[str] | Mapping[str, Any] | None) -> None:
         """Add ids revoked elsewhere (a list, or a mapping whose keys are ids)."""

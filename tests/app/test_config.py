@@ -552,3 +552,24 @@ def test_pickled_default_environment_stays_live(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("CELERIAC_BROKER_URL", raising=False)
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://child//")
     assert clone.broker_url == "redis://child//"
+
+
+def test_broker_connection_settings_reach_the_transport() -> None:
+    from celeriac import Celery
+
+    app = Celery("conn", broker="memory://", set_as_current=False)
+    options = app.transport_options()
+    assert options["connection_retry"] is True
+    assert options["connection_retry_on_startup"] is True  # None follows broker_connection_retry
+    assert options["connection_max_retries"] == 100
+    app.conf.update(
+        broker_connection_retry=False,
+        broker_connection_max_retries=3,
+        broker_transport_options={"connection_max_retries": 7},
+    )
+    options = app.transport_options()
+    assert options["connection_retry"] is False
+    assert options["connection_retry_on_startup"] is False
+    assert options["connection_max_retries"] == 7  # broker_transport_options wins, as in kombu
+    app.conf.broker_connection_retry_on_startup = True
+    assert app.transport_options()["connection_retry_on_startup"] is True

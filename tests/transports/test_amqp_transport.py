@@ -326,6 +326,20 @@ def test_unreachable_broker_raises_transport_error_naming_it() -> None:
         t.close()
 
 
+def test_no_startup_retry_fails_at_once_from_the_app_setting() -> None:
+    from celeriac import Celery
+
+    app = Celery("noretry", broker="amqp://guest:guest@127.0.0.1:1//", set_as_current=False)
+    app.conf.update(broker_connection_retry_on_startup=False, broker_connection_timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransportError, match=r"after 1 attempt"):
+            app.transport.publish(to_queue("q", msg(1)))
+        assert time.monotonic() - started < 5
+    finally:
+        app.close()
+
+
 def test_failover_to_the_next_url(amqp_url: str) -> None:
     good = amqp_url.split("://", 1)[1]
     t = create_transport(

@@ -444,6 +444,12 @@ class Celery:
         options.setdefault("max_connections", conf.redis_max_connections or conf.broker_pool_limit)
         options.setdefault("connect_timeout", conf.broker_connection_timeout)
         options.setdefault("heartbeat", conf.broker_heartbeat)
+        options.setdefault("connection_retry", conf.broker_connection_retry)
+        retry_on_startup = conf.broker_connection_retry_on_startup
+        if retry_on_startup is None:  # Celery's default: follow broker_connection_retry
+            retry_on_startup = conf.broker_connection_retry
+        options.setdefault("connection_retry_on_startup", retry_on_startup)
+        options.setdefault("connection_max_retries", conf.broker_connection_max_retries)
         return options
 
     @property

@@ -612,7 +612,13 @@ class AMQPTransport(Transport):
         rank = {q: i for i, q in enumerate(queues)}
         chosen = sorted(
             (item for item in cs.buffer if item[1].queue in rank),
-            key=lambda item: (-item[1].message.priority, rank[item[1].queue], item[0]),
+            # Redelivered first: RabbitMQ put them back where they were, ahead of fresh ones.
+            key=lambda item: (
+                -item[1].message.priority,
+                rank[item[1].queue],
+                not item[1].redelivered,
+                item[0],
+            ),
         )[:limit]
         if not chosen:
             return []
@@ -713,8 +719,15 @@ class AMQPTransport(Transport):
 
     async def _requeue(self, deliveries: Sequence[Delivery]) -> None:
         cs = self._cs
-        if cs is not None:
-            await self._reject(cs, deliveries, requeue=True)
+        if cs is None:
+            return
+        # Prefetched deliveries of the same queues go back too, so RabbitMQ restores the queue's
+        # order (each message to its old place) and the requeued ones come first again.
+        queues = {d.queue for d in deliveries}
+        behind = [d for _, d in cs.buffer if d.queue in queues]
+        if behind:
+            cs.buffer = [item for item in cs.buffer if item[1].queue not in queues]
+        await self._reject(cs, [*deliveries, *behind], requeue=True)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:

@@ -148,3 +148,22 @@ def test_store_options_are_read(redis_url: str) -> None:
     assert s.params.max_connections == 7
     assert s.params.retry_on_timeout is True
     s.close()
+
+
+def test_app_settings_reach_the_store(redis_url: str) -> None:
+    from celeriac import Celery
+
+    app = Celery("opts", broker="memory://", backend=redis_url, set_as_current=False)
+    app.conf.update(
+        redis_socket_keepalive=True,
+        result_backend_transport_options={"result_chord_ordered": False},
+    )
+    try:
+        backend = app.backend
+        assert backend is not None
+        store = backend.store
+        assert isinstance(store, RedisResultStore)
+        assert store.chord_ordered is False
+        assert store.params.socket_keepalive is True
+    finally:
+        app.close()

@@ -111,6 +111,27 @@ def test_worker_task_events_after_enable_events(app: Celery) -> None:
     assert state.rates()["SUCCESS"] > 0
 
 
+@pytest.mark.parametrize(
+    ("extra", "least", "most"),
+    [({"heartbeat_interval": 0.2}, 4, 20), ({"without_heartbeat": True}, 0, 0)],
+)
+def test_heartbeat_interval_and_without_heartbeat(
+    app: Celery, extra: dict[str, object], least: int, most: int
+) -> None:
+    beats: list[float] = []
+    with (
+        app.events.Receiver(
+            handlers={"worker-heartbeat": lambda e: beats.append(e["freq"])}
+        ) as receiver,
+        start_worker(app, pool="threads", hostname="hb@host", extra=extra),
+    ):
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            receiver.capture(timeout=0.2)
+    assert least <= len(beats) <= most, beats
+    assert all(freq == 0.2 for freq in beats)
+
+
 def test_state_worker_expiry_and_offline() -> None:
     state = State()
     now = time.time()

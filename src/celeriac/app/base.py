@@ -480,6 +480,11 @@ class Celery:
         options.setdefault("socket_timeout", conf.redis_socket_timeout)
         options.setdefault("socket_connect_timeout", conf.redis_socket_connect_timeout)
         options.setdefault("retry_on_timeout", conf.redis_retry_on_timeout)
+        options.setdefault("socket_keepalive", conf.redis_socket_keepalive)
+        # Read by Celery's Redis backend though not in its settings table.
+        for name in ("redis_backend_health_check_interval", "redis_client_name"):
+            if conf.get(name) is not None:
+                options.setdefault(name, conf.get(name))
         if str(self.result_backend_url or "").startswith("rpc:"):
             # rpc:// results travel over the broker's connection settings.
             options.setdefault("broker_url", self.broker_url)

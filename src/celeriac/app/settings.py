@@ -389,9 +389,6 @@ _TABLE: list[Setting] = [
         _e("backend_base_sleep_between_retries_ms", 10, INT,
            "First pause between result store retries, in ms."),
         _e("backend_always_retry", False, BOOL, "Retry result store operations on errors."),
-        _e("record_pending", False, BOOL,
-           "Write a PENDING record at publish, so exists() can tell known task ids.",
-           celeriac=True),
     ),
     *_group(
         "worker",

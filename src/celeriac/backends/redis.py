@@ -2,8 +2,8 @@
 
 Compatible with Celery 5.7's Redis backend, so both read each other's results:
 
-* ``set`` writes ``SETEX key ttl value`` and ``PUBLISH key value`` in one MULTI/EXEC; Celery clients
-  wait on that PUBLISH (they SUBSCRIBE to a channel named like the key);
+* ``set`` writes ``SET key value PX ttl`` and ``PUBLISH key value`` in one Lua call (atomic, one
+  round trip); Celery clients wait on that PUBLISH (they SUBSCRIBE to a channel named like the key);
 * ``watch`` SUBSCRIBEs to the keys' channels through ONE pub/sub connection per store, read by one
   background thread that wakes the waiting watchers;
 * chords use Celery's keys (``celery-taskset-meta-<gid>.j/.t/.s/.d/.c``) and a Lua script with the
@@ -291,7 +291,9 @@ class RedisResultStore(ResultStore):
         self.params = parse_redis_url(url, _connection_options(self.options))
         self.prefix = key_prefix(self.options)
         transport = self.options.get("result_backend_transport_options") or {}
-        self.chord_ordered = bool(transport.get("result_chord_ordered", True))
+        # app.store_options() hands result_backend_transport_options over flattened.
+        ordered = transport.get("result_chord_ordered", self.options.get("result_chord_ordered"))
+        self.chord_ordered = True if ordered is None else bool(ordered)
         self._client = self.params.client(self.params.max_connections or 32, blocking=True)
         self._pubsub_client = self.params.client(blocking=False)
         self._retry = Retrier(self.params, BackendError)

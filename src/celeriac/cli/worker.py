@@ -31,7 +31,7 @@ def _unsupported(flag: str, why: str) -> click.UsageError:
 # -- worker options
 @click.option("-n", "--hostname", help="Node name, e.g. 'w1@%h' (%h host, %n name, %d domain).")
 @click.option("-D", "--detach", is_flag=True, help="Not supported (run under a supervisor).")
-@click.option("-S", "--statedb", help="Accepted; passed to the worker as options.extra.")
+@click.option("-S", "--statedb", help="File keeping revoked ids and the clock.")
 @click.option(
     "-l",
     "--loglevel",
@@ -115,9 +115,9 @@ def _unsupported(flag: str, why: str) -> click.UsageError:
 )
 # -- features
 @click.option("--without-gossip", is_flag=True, help="Accepted; celeriac has no gossip.")
-@click.option("--without-mingle", is_flag=True, help="Accepted; celeriac has no mingle.")
-@click.option("--without-heartbeat", is_flag=True, help="Accepted; no effect.")
-@click.option("--heartbeat-interval", type=float, help="Accepted; passed as options.extra.")
+@click.option("--without-mingle", is_flag=True, help="Ask no other worker for revoked ids.")
+@click.option("--without-heartbeat", is_flag=True, help="Send no heartbeats (monitors: offline).")
+@click.option("--heartbeat-interval", type=float, help="Seconds between heartbeats (2).")
 @click.option("--autoscale", type=Autoscale(), help="MAX,MIN pool size, e.g. 10,3.")
 # -- embedded beat
 @click.option("-B", "--beat", is_flag=True, help="Also run beat in this worker (development only).")

@@ -120,7 +120,8 @@ class Worker:
             if options.send_events is not None
             else bool(conf.worker_send_task_events)
         )
-        self.events = WorkerEvents(self, task_events=send_events)
+        freq = float(options.extra.get("heartbeat_interval") or 2.0)
+        self.events = WorkerEvents(self, task_events=send_events, freq=freq)
         self.control = ControlNode(self)  # remote control; loads --statedb revoked ids
         self.consumer: Consumer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -209,9 +210,10 @@ class Worker:
         self._background = [
             asyncio.create_task(self.consumer.run(), name="consumer"),
             asyncio.create_task(self._renew_leases(), name="leases"),
-            asyncio.create_task(self.events.heartbeats(), name="heartbeat"),
             asyncio.create_task(self.events.flusher(), name="events"),
         ]
+        if not self.options.extra.get("without_heartbeat"):
+            self._background.append(asyncio.create_task(self.events.heartbeats(), name="heartbeat"))
         if self.options.autoscale:
             self._background.append(asyncio.create_task(self._autoscale(), name="autoscale"))
         if self.options.extra.get("beat"):

@@ -1,0 +1,176 @@
+"""Write-behind for result stores: writes go out in batches on a thread.
+
+A pool process wraps its store in :class:`WriteBehindStore` so running the next task does not wait
+for the previous result's round trip; under load, the results that piled up meanwhile are written
+in one batch. Order is kept: every read, chord operation or delete first waits for the writes
+queued before it, and :meth:`WriteBehindStore.then` runs a callback (the pool process telling the
+supervisor a task finished, which may ack it) only after the writes queued before it landed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from celeriac.backends.base import ResultStore, Watch
+
+logger = logging.getLogger("celeriac.backends")
+
+#: Most writes sent in one batch.
+BATCH_LIMIT = 500
+
+_Write = tuple[str, bytes, float | None]
+_Item = _Write | Callable[[], None]
+
+
+class WriteBehindStore(ResultStore):
+    """Wraps *inner*: ``set``/``set_many`` are queued and written by a background thread.
+
+    Waiting through it polls (``pushes_notifications`` is False) though the inner store's
+    watch still wakes it early.
+    """
+
+    def __init__(self, inner: ResultStore) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.options: Mapping[str, Any] = inner.options
+        self._cond = threading.Condition()
+        self._items: list[_Item] = []
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="celeriac-results", daemon=True)
+        self._thread.start()
+
+    # -- queued ------------------------------------------------------------------------------------
+    def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self._put((key, value, ttl))
+
+    def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
+        with self._cond:
+            self._check_open()
+            self._items.extend((key, value, ttl) for key, value in items)
+            self._cond.notify()
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Run *callback* on the writer thread once every write queued before it is done."""
+        self._put(callback)
+
+    def flush(self) -> None:
+        """Block until every queued write and callback is done."""
+        if threading.current_thread() is self._thread:
+            return  # a callback reading the store: everything before it is written already
+        with self._cond:
+            while self._items or self._busy:
+                self._cond.wait()
+
+    # -- passed through after a flush --------------------------------------------------------------
+    def get(self, key: str) -> bytes | None:
+        self.flush()
+        return self.inner.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self.flush()
+        return self.inner.get_many(keys)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self.flush()
+        self.inner.delete(keys)
+
+    def watch(self, keys: Sequence[str]) -> Watch:
+        self.flush()
+        return self.inner.watch(keys)
+
+    def chord_init(self, group_id: str, size: int, ttl: float | None) -> None:
+        self.flush()
+        self.inner.chord_init(group_id, size, ttl)
+
+    def chord_grow(self, group_id: str, delta: int, ttl: float | None) -> None:
+        self.flush()
+        self.inner.chord_grow(group_id, delta, ttl)
+
+    def chord_part(self, *args: Any, **kwargs: Any) -> Any:
+        # The counter must not count this task before its result is readable.
+        self.flush()
+        return self.inner.chord_part(*args, **kwargs)
+
+    def chord_release(self, group_id: str) -> None:
+        self.flush()
+        self.inner.chord_release(group_id)
+
+    def cleanup(self) -> int:
+        self.flush()
+        return self.inner.cleanup()
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, close the inner store."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        self.inner.close()
+
+    # -- the writer thread -------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the result store is closed")
+
+    def _put(self, item: _Item) -> None:
+        with self._cond:
+            self._check_open()
+            self._items.append(item)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                batch, self._items = self._items, []
+                self._busy = True
+            try:
+                self._process(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _process(self, batch: list[_Item]) -> None:
+        writes: list[_Write] = []
+        for item in batch:
+            if isinstance(item, tuple):
+                writes.append(item)
+                if len(writes) >= BATCH_LIMIT:
+                    self._write(writes)
+                    writes = []
+                continue
+            self._write(writes)
+            writes = []
+            try:
+                item()
+            except Exception:
+                logger.exception("a callback after result writes failed")
+        self._write(writes)
+
+    def _write(self, writes: list[_Write]) -> None:
+        if not writes:
+            return
+        try:
+            if len(writes) == 1:
+                key, value, ttl = writes[0]
+                self.inner.set(key, value, ttl)
+                return
+            by_ttl: dict[float | None, list[tuple[str, bytes]]] = {}
+            for key, value, ttl in writes:
+                by_ttl.setdefault(ttl, []).append((key, value))
+            for ttl, items in by_ttl.items():
+                self.inner.set_many(items, ttl)
+        except Exception as exc:
+            # The store already retried for its budget: say which results are lost.
+            keys = ", ".join(key for key, _, _ in writes[:5])
+            more = f" and {len(writes) - 5} more" if len(writes) > 5 else ""
+            logger.error("storing %d result(s) failed (%s%s): %r", len(writes), keys, more, exc)

@@ -1,0 +1,136 @@
+"""Write-behind result writes: the store contract still holds, order is kept, batches form."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from celeriac.backends.base import ResultStore
+from celeriac.backends.memory import MemoryResultStore, reset
+from celeriac.backends.sqlite import SQLiteResultStore
+from celeriac.backends.writebehind import WriteBehindStore
+
+from contract.store_contract import StoreContract
+from support.waiting import wait_for
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], ResultStore]]:
+    url = (
+        f"memory://{uuid.uuid4().hex}"
+        if request.param == "memory"
+        else f"sqlite:///{tmp_path / 'results.db'}"
+    )
+    made: list[ResultStore] = []
+
+    def make() -> ResultStore:
+        inner = MemoryResultStore(url) if request.param == "memory" else SQLiteResultStore(url)
+        s = WriteBehindStore(inner)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+    if request.param == "memory":
+        reset(url)
+
+
+class TestWriteBehindStore(StoreContract):
+    pass
+
+
+class Recording(MemoryResultStore):
+    """A memory store that records each write call and can be held or made to fail."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.calls: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
+        self.gate.wait(10)
+        self.calls.append([k for k, _ in items])
+        if self.fail:
+            raise ConnectionError("store down")
+        super().set_many(items, ttl)
+
+
+@pytest.fixture
+def recording() -> Iterator[Recording]:
+    url = f"memory://{uuid.uuid4().hex}"
+    yield Recording(url)
+    reset(url)
+
+
+def test_callbacks_run_after_the_writes_queued_before_them(recording: Recording) -> None:
+    store = WriteBehindStore(recording)
+    seen: list[bytes | None] = []
+    store.set("a", b"1", None)
+    store.then(lambda: seen.append(recording.get("a")))
+    store.set("b", b"2", None)
+    store.flush()
+    assert seen == [b"1"]
+    assert store.get("b") == b"2"
+    store.close()
+
+
+def test_writes_queued_while_one_is_in_flight_go_out_as_one_batch(recording: Recording) -> None:
+    store = WriteBehindStore(recording)
+    recording.gate.clear()
+    store.set("first", b"x", None)
+    # Let the writer take "first" and block in the store, then queue more behind it.
+    wait_for(lambda: store._busy, timeout=5, what="writer busy")
+    threading.Timer(0.2, recording.gate.set).start()
+    for i in range(50):
+        store.set(f"k{i}", b"v", None)
+    store.flush()
+    assert recording.calls[0] == ["first"]
+    assert [len(c) for c in recording.calls[1:]] == [50]
+    store.close()
+
+
+def test_reads_wait_for_queued_writes(recording: Recording) -> None:
+    store = WriteBehindStore(recording)
+    recording.gate.clear()
+    store.set("late", b"v", None)
+    threading.Timer(0.2, recording.gate.set).start()
+    assert store.get("late") == b"v"
+    assert store.get_many(["late", "none"]) == [b"v", None]
+    store.close()
+
+
+def test_a_failed_write_is_logged_by_key_and_later_writes_go_on(
+    recording: Recording, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = WriteBehindStore(recording)
+    recording.fail = True
+    store.set("lost-one", b"v", None)
+    store.flush()
+    recording.fail = False
+    store.set("kept", b"v", None)
+    store.flush()
+    assert store.get("kept") == b"v"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "lost-one" in errors[0].getMessage()
+    store.close()
+
+
+def test_close_writes_what_is_queued_and_refuses_more(recording: Recording) -> None:
+    store = WriteBehindStore(recording)
+    recording.gate.clear()
+    store.set("queued", b"v", None)
+    threading.Timer(0.2, recording.gate.set).start()
+    store.close()
+    assert recording.get("queued") == b"v"
+    with pytest.raises(RuntimeError, match="closed"):
+        store.set("after", b"v", None)

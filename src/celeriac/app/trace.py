@@ -36,6 +36,10 @@ SUCCESS_LOG = "Task %s[%s] succeeded in %.6fs: %s"
 FAILURE_LOG = "Task %s[%s] raised unexpected: %r"
 RETRY_LOG = "Task %s[%s] retry: %s"
 
+#: The message the asyncio pool cancels an ``async def`` task with on ``revoke(terminate=True)``:
+#: :func:`trace_async` turns that cancellation into :class:`~celeriac.exceptions.Terminated`.
+TERMINATE_MESSAGE = "celeriac: terminated"
+
 
 class ExceptionInfo:
     """An exception with its formatted traceback (the ``einfo`` hooks receive, as in Celery)."""
@@ -391,6 +395,12 @@ async def trace_async(
                 retval = await retval
         except Exception as exc:
             outcome = tracer.fail(request, exc, args, kwargs)
+        except asyncio.CancelledError as exc:
+            if exc.args != (TERMINATE_MESSAGE,):
+                raise  # a time limit or a worker shutdown: the pool reports it
+            terminated = Terminated()
+            terminated.__cause__ = exc
+            outcome = tracer.fail(request, terminated, args, kwargs)
         else:
             outcome = tracer.succeed(request, retval, args, kwargs)
         return outcome

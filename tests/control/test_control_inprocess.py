@@ -91,7 +91,6 @@ def test_revoke_terminate_and_stamped_headers(app: Celery, worker: Worker) -> No
     wait_for(lambda: result.id in worker.consumer.active, timeout=5, what="running")  # type: ignore[union-attr]
     reply = ask(app, "revoke", task_id=[result.id], terminate=True, signal="KILL")
     assert reply == {"ok": f"terminate: {result.id}"}
-    # A fresh result each time: a thread pool's Terminated is stored as FAILURE for a moment.
     wait_for(lambda: app.AsyncResult(result.id).state == "REVOKED", timeout=10, what="REVOKED")
     assert (
         result.id in app.control.inspect(destination=["ctl@host"], timeout=3).revoked()["ctl@host"]

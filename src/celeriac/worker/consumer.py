@@ -264,14 +264,21 @@ class Consumer:
         request = self.active.pop(job.id, None)
         if request is None:
             return
-        self.worker.state.task_done(job.name)
         state = result.state
         signum = self.worker.control.terminated.pop(job.id, None)
         if signum is not None and state in (states.FAILURE, states.REVOKED, WORKER_LOST):
             # Stopped by revoke(terminate=True): REVOKED, not a failure or a lost worker.
+            self.worker.state.task_done(job.name)
             self._revoke(request, expired=False, terminated=True, signum=signum)
             self.dispatch()
             return
+        if state == WORKER_LOST and request.time_start is None and not request.acknowledged:
+            # Its pool process exited before starting it: nothing ran, so it goes back to the
+            # queue as if never fetched (no result, no event).
+            self.requeue([request.delivery])
+            self.dispatch()
+            return
+        self.worker.state.task_done(job.name)
         if state == WORKER_LOST:
             self._worker_lost(request, result)
         elif state == states.REJECTED:
@@ -293,10 +300,6 @@ class Consumer:
         self.dispatch()
 
     def _worker_lost(self, request: Request, result: JobResult) -> None:
-        if request.time_start is None and not request.acknowledged:
-            # It never started: nothing ran, so it simply goes back to the queue.
-            self.requeue([request.delivery])
-            return
         if (
             request.acks_late
             and not request.acknowledged

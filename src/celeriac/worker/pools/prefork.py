@@ -1,7 +1,9 @@
 """The ``prefork`` pool: one OS process per slot, supervised from the worker's event loop.
 
-The supervisor knows which job each child runs, so a child that dies (crash, OOM kill, hard time
-limit) costs only that job, which is reported as lost or timed out, and the child is replaced.
+The supervisor knows which job each child runs (a child says when it starts one), so a child that
+dies (crash, OOM kill, hard time limit) costs only that job, which is reported as lost or timed
+out, and the child is replaced. Jobs queued in it that had not started are not lost: other
+children run them, or, when the pool is stopping, they go back to the queue.
 Children are retired (not killed) for ``max_tasks_per_child`` and ``max_memory_per_child``: they
 get no new job and exit after the one they run.
 """
@@ -13,9 +15,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,51 +48,93 @@ def _load_app(app: Celery | str) -> Celery:
 def child_main(
     app_ref: Celery | str, conn: multiprocessing.connection.Connection, hostname: str
 ) -> None:
-    """The loop of one pool process: receive a job, run it, send its result.
+    """The loop of one pool process: receive jobs, run them in order, report each.
 
-    SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish: the
-    process exits after it, and the supervisor runs its warm shutdown. SIGINT is the
-    supervisor's to handle.
+    To the supervisor it sends a job's id when it starts the job, and ``(result, next_started)``
+    when the job ends, where ``next_started`` says it went straight on to its next job (one message
+    instead of two while it has work). So the supervisor knows which job really started: a job
+    that never started is not lost when the process exits, it goes back to the queue.
+
+    SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish, then
+    the process exits without starting another. SIGINT is the supervisor's to handle.
     """
-    state = {"running": False, "stop": False}
+    state = {"busy": False, "stop": False}
 
     def on_term(signum: int, frame: Any) -> None:
         state["stop"] = True
-        if not state["running"]:
+        if not state["busy"]:
             raise SystemExit(0)
 
+    # A forked child shares the supervisor's signal wake-up fd: without this, a signal sent to
+    # this process alone would reach the supervisor's event loop as if sent to the worker.
+    signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, on_term)
     app = _load_app(app_ref)
     app._check_fork()
     signals.worker_process_init.send(sender=None)
+    waiting = _poller(conn)
+    pending: deque[Job | None] = deque()
+    job: Job | None = None  # set when the last result also announced the start of this job
     try:
-        while not state["stop"]:
-            try:
-                batch = conn.recv()
-            except EOFError:
-                break
-            if batch is None:
-                break
-            for job in batch:  # the supervisor sends jobs in batches: fewer wake-ups
-                if job is None or state["stop"]:
-                    return
-                state["running"] = True
-                with soft_limit_alarm(job.soft_time_limit):
-                    result = run_job(app, job)
-                state["running"] = False
-                result.rss_kb = current_rss_kb()
-                conn.send(result)
+        while True:
+            if job is None:
+                if state["stop"]:
+                    break
+                if not pending:
+                    _receive(conn, pending)
+                    continue
+                job = pending.popleft()
+                if job is None:
+                    break
+                state["busy"] = True  # from here SIGTERM waits for the job's result to be sent
+                if state["stop"]:
+                    break
+                conn.send(job.id)
+            with soft_limit_alarm(job.soft_time_limit):
+                result = run_job(app, job)
+            result.rss_kb = current_rss_kb()
+            # Go straight on to the next job if it is already here, and say so with the result.
+            job = None
+            if not state["stop"] and not pending and waiting():
+                _receive(conn, pending)
+            if not state["stop"] and pending and pending[0] is not None:
+                job = pending.popleft()
+            conn.send((result, job is not None))
+            if job is None:
+                state["busy"] = False
     finally:
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
         app.close()
+
+
+def _receive(conn: multiprocessing.connection.Connection, pending: deque[Job | None]) -> None:
+    """Add the next batch from the supervisor to *pending* (a stop mark when it is gone)."""
+    try:
+        batch = conn.recv()
+    except EOFError:
+        batch = None
+    pending.extend([None] if batch is None else batch)
+
+
+def _poller(conn: multiprocessing.connection.Connection) -> Callable[[], bool]:
+    """A cheap check for a waiting message (``Connection.poll`` builds a selector per call)."""
+    if not hasattr(select, "poll"):
+        return lambda: conn.poll(0)
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return lambda: bool(poller.poll(0))
 
 
 @dataclass(eq=False)
 class _Child:
     process: Any
     conn: multiprocessing.connection.Connection
+    waiting: Callable[[], bool]
     jobs: deque[Job] = field(default_factory=deque)
+    #: Whether ``jobs[0]`` has started (the process said so); the others have not.
+    running: bool = False
     started_at: float = 0.0
     assigned: int = 0
     retiring: bool = False
@@ -131,7 +177,7 @@ class PreforkPool(Pool):
         )
         process.start()
         child_conn.close()
-        child = _Child(process, parent_conn)
+        child = _Child(process, parent_conn, _poller(parent_conn))
         assert self.loop is not None
         self.loop.add_reader(parent_conn.fileno(), self._on_readable, child)
         self.loop.add_reader(process.sentinel, self._on_exit, child)
@@ -168,8 +214,6 @@ class PreforkPool(Pool):
             assert self.loop is not None
             self.loop.call_soon(self._send_outbox, child)
         child.outbox.append(job)
-        if len(child.jobs) == 1:
-            self._job_started(child)
         self._check_recycle_quota(child)
 
     def _send_outbox(self, child: _Child) -> None:
@@ -191,6 +235,7 @@ class PreforkPool(Pool):
 
     def _job_started(self, child: _Child) -> None:
         job = child.jobs[0]
+        child.running = True
         child.started_at = time.monotonic()
         self.on_start(job, child.pid)
         if job.time_limit:
@@ -210,21 +255,33 @@ class PreforkPool(Pool):
             os.kill(child.pid, signal.SIGKILL)
 
     def _on_readable(self, child: _Child) -> None:
-        # One message per readiness event: the loop calls again while more is buffered, and
-        # Connection.poll() would build a selector on every call.
-        try:
-            result: JobResult = child.conn.recv()
-        except (EOFError, OSError):
-            self._forget_reader(child)
-            return
-        self._job_finished(child, result)
+        # The loop calls again while more is buffered; only a start message, which the job's
+        # result often follows at once, is worth a look for more in the same wake-up.
+        while True:
+            try:
+                message = child.conn.recv()
+            except (EOFError, OSError):
+                self._forget_reader(child)
+                return
+            self._on_message(child, message)
+            if not isinstance(message, str) or child.conn.closed or not child.waiting():
+                return
 
-    def _job_finished(self, child: _Child, result: JobResult) -> None:
+    def _on_message(self, child: _Child, message: str | tuple[JobResult, bool]) -> None:
+        if isinstance(message, str):  # the id of the job it starts now
+            if child.jobs and not child.running and child.jobs[0].id == message:
+                self._job_started(child)
+            return
+        result, next_started = message
+        self._job_finished(child, result, next_started)
+
+    def _job_finished(self, child: _Child, result: JobResult, next_started: bool) -> None:
         job = child.jobs.popleft()
+        child.running = False
         if child.hard_timer is not None:
             child.hard_timer.cancel()
             child.hard_timer = None
-        if child.jobs:
+        if next_started and child.jobs:
             self._job_started(child)
         self._maybe_retire(child, result)
         self.on_done(job, result)
@@ -261,7 +318,7 @@ class PreforkPool(Pool):
         self.loop.remove_reader(child.process.sentinel)
         try:
             while child.conn.poll():  # results sent just before exiting still count
-                self._job_finished(child, child.conn.recv())
+                self._on_message(child, child.conn.recv())
         except (EOFError, OSError):
             pass
         self._forget_reader(child)
@@ -269,25 +326,34 @@ class PreforkPool(Pool):
         if child.hard_timer is not None:
             child.hard_timer.cancel()
         self._children.remove(child)
-        lost = list(child.jobs)
+        unstarted = list(child.jobs)
         child.jobs.clear()
         child.outbox.clear()
         child.conn.close()
-        if lost:
-            self._report_lost(child, lost[0])
-            # Jobs queued behind the lost one never started: give them to other processes.
+        # A job it was told to stop (time limit, terminate) counts as lost even if the kill came
+        # before the process said it started.
+        if unstarted and (child.running or child.kill_reason is not None):
+            self._report_lost(child, unstarted.pop(0))
+        if unstarted:
+            # Jobs it never started (queued behind its last one, e.g. after SIGTERM): other
+            # processes run them, or, when the pool is stopping, they go back to the queue.
             self._replenish()
-            for job in lost[1:]:
+            for job in unstarted:
                 self._resubmit(job)
         if not self._stopping and not child.retiring:
-            logger.error("Pool process %d exited with code %s", child.pid, child.process.exitcode)
+            code = child.process.exitcode
+            log = logger.warning if code == 0 else logger.error  # 0: it was sent SIGTERM
+            log("Pool process %d exited with code %s", child.pid, code)
         self._replenish()
         self._check_idle()
 
     def _resubmit(self, job: Job) -> None:
         candidates = [c for c in self._live() if c.process.pid is not None]
-        if not candidates:
-            self.on_done(job, JobResult(job.id, WORKER_LOST, exc_repr="no pool process left"))
+        if self._stopping or not candidates:
+            # Not started: the consumer requeues it (no on_start, so it was never acked).
+            self.on_done(
+                job, JobResult(job.id, WORKER_LOST, exc_repr="pool process exited before it")
+            )
             return
         child = min(candidates, key=lambda c: len(c.jobs))
         child.jobs.append(job)
@@ -296,8 +362,6 @@ class PreforkPool(Pool):
             assert self.loop is not None
             self.loop.call_soon(self._send_outbox, child)
         child.outbox.append(job)
-        if len(child.jobs) == 1:
-            self._job_started(child)
 
     def _report_lost(self, child: _Child, job: Job) -> None:
         if isinstance(child.kill_reason, TimeLimitExceeded):
@@ -337,6 +401,7 @@ class PreforkPool(Pool):
 
     def terminate_job(self, job_id: str, signum: int) -> bool:
         for child in self._children:
+            # jobs[0] runs or is about to (its start message may still be in the pipe).
             if child.jobs and child.jobs[0].id == job_id and child.process.is_alive():
                 child.kill_reason = WorkerLostError(f"terminated by signal {signum}")
                 # Pool processes finish their task on SIGTERM (graceful stops); terminating a

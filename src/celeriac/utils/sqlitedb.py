@@ -7,11 +7,14 @@ run inside ``BEGIN IMMEDIATE`` so the write lock is taken up front and waits out
 the busy timeout instead of failing with ``SQLITE_BUSY`` halfway through.
 
 Connections inherited over ``fork`` are never used nor closed in the child: SQLite forbids both, and
-closing one could drop the parent's file locks. The child opens its own.
+closing one could drop the parent's file locks. The child opens its own. A fork also waits until no
+other thread is inside SQLite: the library's mutexes would be copied into the child locked, and the
+child would hang on its first SQLite call (a prefork worker replacing a process mid-load).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -35,6 +38,56 @@ SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
 
 # Connections a forked child inherited: kept referenced so garbage collection never closes them.
 _inherited: list[sqlite3.Connection] = []
+
+logger = logging.getLogger("celeriac.sqlite")
+
+#: Longest a fork waits for other threads to leave SQLite before it goes ahead anyway.
+FORK_WAIT = 10.0
+
+
+class _ForkGuard:
+    """Threads enter SQLite through ``inside()``; ``os.fork`` waits until none is inside."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._forking = False
+
+    @contextmanager
+    def inside(self) -> Iterator[None]:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if not self._active:
+                    self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()  # held across the fork: no thread enters SQLite meanwhile
+        self._forking = True
+        if not self._cond.wait_for(lambda: not self._active, FORK_WAIT):
+            logger.warning("forking while a thread is still inside SQLite (waited %ss)", FORK_WAIT)
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the child has only the forking thread
+
+
+_fork_guard = _ForkGuard()
+os.register_at_fork(
+    before=_fork_guard.before_fork,
+    after_in_parent=_fork_guard.after_fork_in_parent,
+    after_in_child=_fork_guard.after_fork_in_child,
+)
 
 
 def db_path_from_url(url: str, what: str = "broker_url") -> str:
@@ -171,19 +224,20 @@ class ConnectionPool:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction on this thread's connection (``BEGIN IMMEDIATE`` … ``COMMIT``)."""
-        conn = self.conn()
         try:
-            with self._transaction(conn):
-                yield conn
+            with _fork_guard.inside():
+                conn = self.conn()
+                with self._transaction(conn):
+                    yield conn
         except sqlite3.Error as exc:
             raise self._on_error(f"sqlite database {self.path!r}: {exc}") from exc
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection for reads, with SQLite errors turned into our error type."""
-        conn = self.conn()
         try:
-            yield conn
+            with _fork_guard.inside():
+                yield self.conn()
         except sqlite3.Error as exc:
             raise self._on_error(f"sqlite database {self.path!r}: {exc}") from exc
 

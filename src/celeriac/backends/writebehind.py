@@ -57,6 +57,16 @@ class WriteBehindStore(ResultStore):
         """Run *callback* on the writer thread once every write queued before it is done."""
         self._put(callback)
 
+    def in_order(self, callback: Callable[[], None]) -> None:
+        """Like :meth:`then`, but run *callback* here and now when nothing is queued."""
+        with self._cond:
+            if not self._items and not self._busy:
+                callback()  # under the lock: the writer thread cannot start a batch meanwhile
+                return
+            self._check_open()
+            self._items.append(callback)
+            self._cond.notify()
+
     def flush(self) -> None:
         """Block until every queued write and callback is done."""
         if threading.current_thread() is self._thread:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
+from celeriac.backends.writebehind import WriteBehindStore
 from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
 from celeriac.worker.job import WORKER_LOST, Job, JobResult, current_rss_kb, fail_job, run_job
 from celeriac.worker.limits import soft_limit_alarm
@@ -74,6 +75,7 @@ def child_main(
     app = _load_app(app_ref)
     app._check_fork()
     signals.worker_process_init.send(sender=None)
+    send = _reporter(app, conn)
     waiting = _poller(conn)
     pending: deque[Job | None] = deque()
     job: Job | None = None  # set when the last result also announced the start of this job
@@ -91,7 +93,7 @@ def child_main(
                 state["busy"] = True  # from here SIGTERM waits for the job's result to be sent
                 if state["stop"]:
                     break
-                conn.send(job.id)
+                send(job.id)
             with soft_limit_alarm(job.soft_time_limit):
                 result = run_job(app, job)
             result.rss_kb = current_rss_kb()
@@ -101,12 +103,32 @@ def child_main(
                 _receive(conn, pending)
             if not state["stop"] and pending and pending[0] is not None:
                 job = pending.popleft()
-            conn.send((result, job is not None))
+            send((result, job is not None))
             if job is None:
                 state["busy"] = False
     finally:
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
         app.close()
+
+
+def _reporter(app: Celery, conn: multiprocessing.connection.Connection) -> Callable[[Any], None]:
+    """How the process reports to the supervisor; results are written behind when they can be.
+
+    The next task does not wait for the previous result's round trip, and results that pile up
+    meanwhile go out as one batch. A report still reaches the supervisor only after the results
+    written before it landed, so an ack (acks_late) or a "done" never precedes its result.
+    """
+    backend = app.backend
+    store = getattr(backend, "store", None)
+    if backend is None or store is None or hasattr(store, "send_reply"):
+        return conn.send  # no results, or rpc:// replies that travel with the broker
+    behind = WriteBehindStore(store)
+    backend.store = behind
+
+    def send(message: Any) -> None:
+        behind.in_order(lambda: conn.send(message))
+
+    return send
 
 
 def _receive(conn: multiprocessing.connection.Connection, pending: deque[Job | None]) -> None:

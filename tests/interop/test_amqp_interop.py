@@ -3,21 +3,18 @@ worker and a celeriac client's tasks on a Celery worker (``celery worker -P thre
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.amqpvhost import private_vhost
-from support.waiting import wait_for
-from support.workerproc import Project
+from support.workerproc import Project, running
 
 pytestmark = [pytest.mark.amqp, pytest.mark.interop, pytest.mark.slow]
 
@@ -82,50 +79,25 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def celery_worker(env: dict[str, Any]) -> Iterator[subprocess.Popen[bytes]]:
     project: Project = env["project"]
-    log = open(env["root"] / "celery-worker.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "cproj",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            "2",
-            "-Q",
-            "celery,email",
-            "-l",
-            "info",
-            "-n",
-            "celeryside@%h",
-            "--without-mingle",
-            "--without-gossip",
-        ],
+    args = [
+        "-P",
+        "threads",
+        "-c",
+        "2",
+        "-Q",
+        "celery,email",
+        "-n",
+        "celeryside@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    with running(
+        [sys.executable, "-m", "celery", "-A", "cproj", "worker", "-l", "info", *args],
         cwd=env["root"],
         env=project.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(
-            lambda: b"ready." in Path(log.name).read_bytes() or proc.poll() is not None,
-            timeout=60,
-            what="Celery worker ready",
-        )
-        assert proc.poll() is None, Path(log.name).read_text()
+        log_path=env["root"] / "celery-worker.log",
+    ) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
 
 
 def _run_scenarios(app: Any, project: Project) -> None:

@@ -4,8 +4,6 @@ groups and chords run on a celeriac worker, and a celeriac client's on a Celery 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import redis
 
 from support.servers import redis_url_or_skip
 from support.waiting import wait_for
+from support.workerproc import running
 
 celery = pytest.importorskip("celery")
 
@@ -88,31 +87,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @contextmanager
 def _worker(env: dict[str, Any], argv: list[str], marker: bytes) -> Iterator[None]:
-    log_path = env["root"] / f"{argv[2]}-worker.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *argv, "worker", "-P", "threads", "-c", "4", "-l", "info"],
-            cwd=env["root"],
-            env=env["env"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(
-                lambda: marker in log_path.read_bytes() or proc.poll() is not None,
-                timeout=60,
-                what=f"{argv[0]} worker ready",
-            )
-            assert proc.poll() is None, log_path.read_text()
-            yield
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+    with running(
+        [sys.executable, "-m", *argv, "worker", "-P", "threads", "-c", "4", "-l", "info"],
+        cwd=env["root"],
+        env=env["env"],
+        log_path=env["root"] / f"{argv[2]}-worker.log",
+        ready=marker,
+    ):
+        yield
 
 
 def _scenarios(app: Any, chain: Any, group: Any, chord: Any) -> None:

@@ -3,22 +3,19 @@ client's tasks on a Celery worker, and each side reads the other's results."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from support.servers import redis_url_or_skip
-from support.waiting import wait_for
-from support.workerproc import Project, stop
+from support.workerproc import Project, running, stop
 
 pytestmark = [pytest.mark.redis, pytest.mark.interop, pytest.mark.slow]
 DB = 6
@@ -88,47 +85,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def celery_worker(env: dict[str, Any]) -> Iterator[subprocess.Popen[bytes]]:
     project: Project = env["project"]
-    with open(env["root"] / "celery-worker.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "cproj",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                "2",
-                "-Q",
-                "celery,email",
-                "-l",
-                "info",
-                "-n",
-                "celeryside@%h",
-            ],
-            cwd=env["root"],
-            env=project.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(
-                lambda: b"ready." in Path(log.name).read_bytes() or proc.poll() is not None,
-                timeout=60,
-                what="Celery worker ready",
-            )
-            assert proc.poll() is None, Path(log.name).read_text()
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+    args = ["-P", "threads", "-c", "2", "-Q", "celery,email", "-n", "celeryside@%h"]
+    with running(
+        [sys.executable, "-m", "celery", "-A", "cproj", "worker", "-l", "info", *args],
+        cwd=env["root"],
+        env=project.env,
+        log_path=env["root"] / "celery-worker.log",
+    ) as proc:
+        yield proc
 
 
 def _run_scenarios(client: Any, reader: Any, other_reader: Any, project: Project) -> None:

@@ -146,26 +146,42 @@ class Project:
     @contextmanager
     def worker(self, *args: str, ready_timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
         """Run ``celeriac -A proj worker ARGS`` until the block ends (SIGTERM, then SIGKILL)."""
-        with open(self.root / f"worker-{time.monotonic_ns()}.log", "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "celeriac", "-A", "proj", "worker", "-l", "info", *args],
-                cwd=self.root,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+        with running(
+            [sys.executable, "-m", "celeriac", "-A", "proj", "worker", "-l", "info", *args],
+            cwd=self.root,
+            env=self.env,
+            log_path=self.root / f"worker-{time.monotonic_ns()}.log",
+            ready=b" ready.",
+            timeout=ready_timeout,
+        ) as proc:
+            yield proc
+
+
+@contextmanager
+def running(
+    cmd: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    ready: bytes = b"ready.",
+    timeout: float = 60.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run *cmd* (output to *log_path*) once *ready* shows in its log; stop it by PID after."""
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(
+                lambda: ready in log_path.read_bytes() or proc.poll() is not None,
+                timeout=timeout,
+                what=f"ready in {log_path.name}",
             )
-            try:
-                wait_for(
-                    lambda: b" ready." in Path(out.name).read_bytes() or proc.poll() is not None,
-                    timeout=ready_timeout,
-                    what="worker ready",
-                )
-                if proc.poll() is not None:
-                    raise AssertionError(Path(out.name).read_text())
-                proc.log_path = out.name  # type: ignore[attr-defined]
-                yield proc
-            finally:
-                stop(proc)
+            if proc.poll() is not None:
+                raise AssertionError(log_path.read_text())
+            proc.log_path = str(log_path)  # type: ignore[attr-defined]
+            yield proc
+        finally:
+            stop(proc)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:

@@ -40,6 +40,8 @@ class WriteBehindStore(ResultStore):
         self._items: list[_Item] = []
         self._busy = False
         self._closed = False
+        #: Called on the writer thread after each batch's callbacks (and after an inline one).
+        self.after_batch: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="celeriac-results", daemon=True)
         self._thread.start()
 
@@ -61,7 +63,10 @@ class WriteBehindStore(ResultStore):
         """Like :meth:`then`, but run *callback* here and now when nothing is queued."""
         with self._cond:
             if not self._items and not self._busy:
-                callback()  # under the lock: the writer thread cannot start a batch meanwhile
+                # Under the lock: the writer thread cannot start a batch meanwhile.
+                callback()
+                if self.after_batch is not None:
+                    self.after_batch()
                 return
             self._check_open()
             self._items.append(callback)
@@ -150,21 +155,23 @@ class WriteBehindStore(ResultStore):
                     self._cond.notify_all()
 
     def _process(self, batch: list[_Item]) -> None:
-        writes: list[_Write] = []
+        # Every write of the batch first, then its callbacks in order: each callback still runs
+        # after the writes queued before it, and the batch costs one round trip per chunk.
+        writes = [item for item in batch if isinstance(item, tuple)]
+        for start in range(0, len(writes), BATCH_LIMIT):
+            self._write(writes[start : start + BATCH_LIMIT])
         for item in batch:
             if isinstance(item, tuple):
-                writes.append(item)
-                if len(writes) >= BATCH_LIMIT:
-                    self._write(writes)
-                    writes = []
                 continue
-            self._write(writes)
-            writes = []
             try:
                 item()
             except Exception:
                 logger.exception("a callback after result writes failed")
-        self._write(writes)
+        if self.after_batch is not None:
+            try:
+                self.after_batch()
+            except Exception:
+                logger.exception("the after-batch callback of result writes failed")
 
     def _write(self, writes: list[_Write]) -> None:
         if not writes:

@@ -53,8 +53,9 @@ def child_main(
 
     To the supervisor it sends a job's id when it starts the job, and ``(result, next_started)``
     when the job ends, where ``next_started`` says it went straight on to its next job (one message
-    instead of two while it has work). So the supervisor knows which job really started: a job
-    that never started is not lost when the process exits, it goes back to the queue.
+    instead of two while it has work); reports made while results are being written go together
+    as a list. So the supervisor knows which job really started: a job that never started is not
+    lost when the process exits, it goes back to the queue.
 
     SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish, then
     the process exits without starting another. SIGINT is the supervisor's to handle.
@@ -124,9 +125,18 @@ def _reporter(app: Celery, conn: multiprocessing.connection.Connection) -> Calla
         return conn.send  # no results, or rpc:// replies that travel with the broker
     behind = WriteBehindStore(store)
     backend.store = behind
+    # Reports of one batch go as one pipe message: one wake-up of the supervisor, not several.
+    outbox: list[Any] = []
+
+    def flush() -> None:
+        if outbox:
+            conn.send(outbox[0] if len(outbox) == 1 else list(outbox))
+            outbox.clear()
+
+    behind.after_batch = flush
 
     def send(message: Any) -> None:
-        behind.in_order(lambda: conn.send(message))
+        behind.in_order(lambda: outbox.append(message))
 
     return send
 
@@ -289,7 +299,11 @@ class PreforkPool(Pool):
             if not isinstance(message, str) or child.conn.closed or not child.waiting():
                 return
 
-    def _on_message(self, child: _Child, message: str | tuple[JobResult, bool]) -> None:
+    def _on_message(self, child: _Child, message: Any) -> None:
+        if isinstance(message, list):  # several reports in one message
+            for item in message:
+                self._on_message(child, item)
+            return
         if isinstance(message, str):  # the id of the job it starts now
             if child.jobs and not child.running and child.jobs[0].id == message:
                 self._job_started(child)

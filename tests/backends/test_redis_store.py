@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -165,5 +166,36 @@ def test_app_settings_reach_the_store(redis_url: str) -> None:
         assert isinstance(store, RedisResultStore)
         assert store.chord_ordered is False
         assert store.params.socket_keepalive is True
+    finally:
+        app.close()
+
+
+def test_a_notification_carries_the_value(make_store: Callable[[], ResultStore]) -> None:
+    reader, writer = make_store(), make_store()
+    with reader.watch(["k1", "k2"]) as watch:
+        writer.set("k2", b"two", None)
+        assert watch.wait(5)
+        assert watch.take_values() == {"k2": b"two"}
+        assert watch.take_values() == {}  # taken once
+
+
+def test_waiting_for_a_result_uses_the_published_value(redis_url: str) -> None:
+    from celeriac import Celery
+
+    app = Celery("push", broker="memory://", backend=redis_url, set_as_current=False)
+    try:
+        backend = app.backend
+        assert backend is not None
+        reads: list[list[str]] = []
+        original = backend.get_many_meta
+
+        def counting(task_ids: Any) -> Any:
+            reads.append(list(task_ids))
+            return original(task_ids)
+
+        backend.get_many_meta = counting  # type: ignore[method-assign]
+        threading.Timer(0.3, lambda: backend.store_result("t-1", 42, "SUCCESS")).start()
+        assert backend.wait_for("t-1", timeout=10)["result"] == 42
+        assert reads == [["t-1"]]  # the read before waiting; the value came with the PUBLISH
     finally:
         app.close()

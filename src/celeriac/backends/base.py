@@ -30,6 +30,11 @@ class Watch(ABC):
     def close(self) -> None:
         """Stop watching."""
 
+    def take_values(self) -> dict[str, bytes]:
+        """Values written to watched keys that came with their notification (key → value), taken
+        once; empty where notifications carry no values. Saves re-reading those keys."""
+        return {}
+
     def __enter__(self) -> Watch:
         return self
 

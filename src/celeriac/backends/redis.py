@@ -86,10 +86,15 @@ def key_prefix(options: Mapping[str, Any]) -> str:
 
 
 class _RedisWatch(Watch):
-    def __init__(self, hub: _PubSubHub, channels: frozenset[bytes]) -> None:
+    def __init__(
+        self, hub: _PubSubHub, channels: frozenset[bytes], keys: Mapping[bytes, str]
+    ) -> None:
         self._hub = hub
         self.channels = channels
+        self.keys = keys  # channel -> the key as the caller named it
         self.fired = False
+        #: Values published with the notifications (a result's PUBLISH carries the value).
+        self.values: dict[str, bytes] = {}
         self._closed = False
 
     def wait(self, timeout: float | None) -> bool:
@@ -98,6 +103,11 @@ class _RedisWatch(Watch):
             ok = cond.wait_for(lambda: self.fired or self._hub.closed, timeout)
             fired, self.fired = self.fired, False
             return bool(ok and fired)
+
+    def take_values(self) -> dict[str, bytes]:
+        with self._hub.cond:
+            values, self.values = self.values, {}
+        return values
 
     def close(self) -> None:
         if not self._closed:
@@ -128,8 +138,9 @@ class _PubSubHub:
         self._stop = threading.Event()
 
     # -- caller side -------------------------------------------------------------------------------
-    def register(self, channels: frozenset[bytes]) -> _RedisWatch:
-        watch = _RedisWatch(self, channels)
+    def register(self, keys: Mapping[bytes, str]) -> _RedisWatch:
+        channels = frozenset(keys)
+        watch = _RedisWatch(self, channels, keys)
         with self.cond:
             if self.closed:
                 raise BackendError("result store is closed")
@@ -247,9 +258,12 @@ class _PubSubHub:
     def _handle(self, msg: Mapping[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "message":
+            channel, data = msg["channel"], msg.get("data")
             with self.cond:
-                for watch in self._watches.get(msg["channel"], ()):
+                for watch in self._watches.get(channel, ()):
                     watch.fired = True
+                    if isinstance(data, bytes):
+                        watch.values[watch.keys[channel]] = data
                 self.cond.notify_all()
         elif kind == "pong":
             data = msg.get("data") or b"0"
@@ -361,7 +375,7 @@ class RedisResultStore(ResultStore):
             if self._hub is None:
                 self._hub = _PubSubHub(self)
             hub = self._hub
-        return hub.register(frozenset(self._k(k).encode() for k in keys))
+        return hub.register({self._k(k).encode(): k for k in keys})
 
     # -- chords ------------------------------------------------------------------------------------
     def _chord_keys(self, group_id: str) -> dict[str, str]:

@@ -43,6 +43,7 @@ from celeriac.task import Task as BaseTask
 from celeriac.task import add_autoretry
 from celeriac.transports import create_transport, scheme_of
 from celeriac.transports.base import Transport
+from celeriac.utils import forks
 
 if TYPE_CHECKING:
     from celeriac.canvas import Signature
@@ -164,7 +165,7 @@ class Celery:
         self._finalize_lock = threading.RLock()
         self._autodiscover: list[tuple[Any, str]] = []
         self._local = threading.local()
-        self._pid = os.getpid()
+        self._fork_generation = forks.generation()
         self._transport: Transport | None = None
         self._backend: ResultBackend | None = None
         self._backend_ready = False
@@ -426,10 +427,9 @@ class Celery:
 
     # -- connections -----------------------------------------------------------------------------
     def _check_fork(self) -> None:
-        pid = os.getpid()
-        if pid != self._pid:
+        if self._fork_generation != forks.generation():
             # A forked child must not share its parent's sockets.
-            self._pid = pid
+            self._fork_generation = forks.generation()
             self._transport = None
             self._backend = None
             self._backend_ready = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,17 +19,43 @@ import orjson
 from celeriac.exceptions import InvalidTaskError
 from celeriac.protocol import compression, serialization
 from celeriac.protocol.message import Message
+from celeriac.utils import forks
 
 EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
 REPR_LIMIT = 1024
 
 
+#: Random bytes read from the OS at a time for task ids (one system call per 256 ids).
+_RANDOM_CHUNK = 16 * 256
+_random = threading.local()
+
+
 def new_task_id() -> str:
-    """A random (version 4) UUID string, formatted without the cost of a ``uuid.UUID`` object."""
-    value = int.from_bytes(os.urandom(16), "big")
-    value = (value & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random (version 4) UUID string, formatted without the cost of a ``uuid.UUID`` object.
+
+    The bytes come from ``os.urandom`` in chunks kept per thread, and a forked child never
+    reuses its parent's chunk.
+    """
+    local = _random
+    ids: list[str] | None = getattr(local, "ids", None)
+    if not ids or local.gen != forks.generation():
+        ids = local.ids = _make_ids()
+        local.gen = forks.generation()
+    return ids.pop()
+
+
+def _make_ids() -> list[str]:
+    h = os.urandom(_RANDOM_CHUNK).hex()
+    v = _VARIANT
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+        f"{v[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, len(h), 32)
+    ]
+
+
+# The variant nibble of an RFC 4122 UUID is 10xx: map each hex digit onto 8, 9, a or b.
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def anon_nodename(pid: int | None = None) -> str:

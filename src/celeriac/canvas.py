@@ -8,9 +8,10 @@ and live in ``celeriac.workflows``; they are re-exported here because Celery use
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from celeriac.protocol.task import new_task_id
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -201,7 +202,7 @@ class Signature(dict[str, Any], Generic[P, R]):
     ) -> AsyncResultT[R]:
         """Give the signature its task id now and return the result it will have."""
         opts = self.options
-        task_id = _id or opts.get("task_id") or str(uuid.uuid4())
+        task_id = _id or opts.get("task_id") or new_task_id()
         opts["task_id"] = task_id
         # Celery's frozen signatures carry the sender's reply_to (captured in embed.chain/chord).
         opts.setdefault("reply_to", self.app.oid)

@@ -244,7 +244,7 @@ class Celery:
         return datetime.now(self.timezone)
 
     def uuid(self) -> str:
-        return str(uuid.uuid4())
+        return new_task_id()
 
     # -- tasks -----------------------------------------------------------------------------------
     @property

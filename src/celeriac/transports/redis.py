@@ -39,6 +39,7 @@ from redis.commands.core import Script
 from celeriac.exceptions import ImproperlyConfigured, TransportError
 from celeriac.protocol.entities import Queue
 from celeriac.protocol.message import Delivery, Message, Outgoing
+from celeriac.protocol.task import new_task_id
 from celeriac.transports.base import (
     DeadLetter,
     Subscription,
@@ -171,7 +172,7 @@ def _dumps(value: Any) -> bytes:
 
 def encode_envelope(message: Message, exchange: str, routing_key: str) -> tuple[bytes, str]:
     """kombu's Redis envelope for *message* with a fresh delivery tag; returns (json, tag)."""
-    tag = str(uuid.uuid4())
+    tag = new_task_id()
     props = dict(message.properties)
     props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
     props.setdefault("priority", 0)

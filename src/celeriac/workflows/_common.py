@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from celeriac.canvas import Signature, signature_from_dict
+from celeriac.protocol.task import new_task_id
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return new_task_id()
 
 
 def as_signature(value: Any, app: Celery | None = None) -> Signature[Any, Any]:

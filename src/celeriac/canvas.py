@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from celeriac.result import EagerResult
     from celeriac.task import Task
 
+#: Keys ``clone`` replaces with merged copies, so it does not deep-copy them first.
+_MERGED_KEYS = frozenset({"args", "kwargs", "options"})
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -160,18 +163,26 @@ class Signature(dict[str, Any], Generic[P, R]):
     ) -> Signature[P, R]:
         """A copy with *args* prepended, *kwargs* and *options* merged (unless immutable)."""
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
-        clone = copy.deepcopy(self)
+        # args, kwargs and options are replaced by the merged copies: not worth deep-copying.
+        clone = self._copy(skip=_MERGED_KEYS)
         clone["args"], clone["kwargs"], clone["options"] = new_args, new_kwargs, new_options
         return clone
 
     partial = clone
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Signature[P, R]:
+        return self._copy(memo)
+
+    def _copy(
+        self, memo: dict[int, Any] | None = None, skip: frozenset[str] = frozenset()
+    ) -> Signature[P, R]:
+        """A deep copy, except for the keys in *skip* (left for the caller to set)."""
+        memo = {} if memo is None else memo
         kind = self.get("subtask_type")
         # Subclasses with no subtask_type on the wire (xmap, chunks) keep their own class.
         cls = SIGNATURE_TYPES.get(kind, type(self)) if kind is not None else type(self)
         new = cls.__new__(cls)
-        dict.__init__(new, {k: copy.deepcopy(v, memo) for k, v in self.items()})
+        dict.__init__(new, {k: v if k in skip else copy.deepcopy(v, memo) for k, v in self.items()})
         new._app, new._type = self._app, self._type
         for key, value in self.__dict__.items():
             if key not in ("_app", "_type"):

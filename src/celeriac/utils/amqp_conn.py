@@ -8,6 +8,10 @@ logic exists once, in asyncio.
 The link connects on first use (trying each URL of a ``;``-separated failover list in turn),
 reconnects in the background with backoff when the connection drops, and then runs the
 restore hooks its owner registered (re-declare, re-consume, re-subscribe).
+
+:class:`ConsumeConnection` is a second, minimal AMQP client used only to consume: it parses
+frames itself as they arrive (no task, queue or lock per frame), which is most of the cost of a
+delivery through aiormq.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -29,9 +35,19 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiormq
 import aiormq.exceptions as amqp_errors
+import pamqp.frame
 from aiormq.abc import AbstractChannel, AbstractConnection
+from aiormq.channel import exception_by_code as channel_exception_by_code
+from aiormq.connection import exception_by_code as connection_exception_by_code
+from pamqp import commands as spec
 
 from celeriac.exceptions import ImproperlyConfigured, TransportError
+from celeriac.protocol.message import Message
+from celeriac.utils.amqp_wire import (
+    decode_content_header,
+    decode_deliver,
+    reject_frame,
+)
 
 logger = logging.getLogger("celeriac.amqp")
 
@@ -293,8 +309,13 @@ class AMQPLink:
         return conn is not None and not conn.is_closed
 
     @property
+    def current(self) -> Endpoint:
+        """The address connected to (or to be tried next)."""
+        return self.params.endpoints[self._next % len(self.params.endpoints)]
+
+    @property
     def endpoint(self) -> str:
-        return str(self.params.endpoints[self._next % len(self.params.endpoints)])
+        return str(self.current)
 
     async def connection(self, budget: float | None = None) -> AbstractConnection:
         """The open connection, connecting (with failover and retries within *budget*) if needed."""
@@ -439,3 +460,442 @@ def channel_error_text(exc: BaseException) -> str:
         if isinstance(arg, str) and arg:
             return arg
     return f"{type(exc).__name__}: {exc}"
+
+
+# -- a lean connection for consuming -------------------------------------------------------------
+#: AMQP frame types (heartbeats need no handling) and the end-of-frame octet.
+_METHOD, _HEADER, _BODY = 1, 2, 3
+_FRAME_END = 0xCE
+_FRAME_HEAD = struct.Struct(">BHI")
+_METHOD_ID = struct.Struct(">I")
+_DELIVER_ID = 0x003C003C  # basic.deliver (class 60, method 60)
+_HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+#: aiormq's default when the URL sets no heartbeat.
+DEFAULT_HEARTBEAT = 60
+
+#: ``on_delivery(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key, message)``
+DeliveryHandler = Callable[["ConsumeChannel", str, int, bool, str, str, Message], None]
+
+
+class ConsumeChannel:
+    """One channel of a :class:`ConsumeConnection`: qos, consume, cancel, ack, reject.
+
+    ``send_frames`` (acks, rejects) and ``basic_reject`` may be called from any thread: frames
+    are queued in call order and written by the loop. The rest runs on the connection's loop.
+    """
+
+    def __init__(self, conn: ConsumeConnection, number: int) -> None:
+        self.conn = conn
+        self.number = number
+        self.closed_by: BaseException | None = None
+        self._rpcs: deque[asyncio.Future[Any]] = deque()
+        self._handlers: dict[str, DeliveryHandler] = {}
+        self._deliver: tuple[str, int, bool, str, str] | None = None
+        self._message: Message | None = None
+        self._size = 0
+        self._body: list[bytes] = []
+        self._got = 0
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_by is not None or self.conn.is_closed
+
+    async def _rpc(self, method: Any) -> Any:
+        if self.is_closed:
+            raise self.closed_by or self.conn.closed_error()
+        future = self.conn.loop.create_future()
+        self._rpcs.append(future)
+        self.conn.send_method(self.number, method)
+        return await future
+
+    async def basic_qos(self, prefetch_count: int, global_: bool = False) -> None:
+        await self._rpc(spec.Basic.Qos(prefetch_count=prefetch_count, global_=global_))
+
+    async def basic_consume(self, queue: str, handler: DeliveryHandler, consumer_tag: str) -> None:
+        self._handlers[consumer_tag] = handler
+        try:
+            await self._rpc(spec.Basic.Consume(queue=queue, consumer_tag=consumer_tag))
+        except BaseException:
+            self._handlers.pop(consumer_tag, None)
+            raise
+
+    async def basic_cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer; deliveries sent before the broker's reply were handled by then."""
+        try:
+            await self._rpc(spec.Basic.Cancel(consumer_tag=consumer_tag))
+        finally:
+            self._handlers.pop(consumer_tag, None)
+
+    def basic_reject(self, tag: int, requeue: bool) -> None:
+        self.conn.write_threadsafe(reject_frame(self.number, tag, requeue))
+
+    def send_frames(self, frames: bytes) -> None:
+        """Queue ready-made frames (acks, rejects) for this channel; any thread."""
+        self.conn.write_threadsafe(frames)
+
+    async def close(self) -> None:
+        if self.is_closed:
+            return
+        try:
+            await asyncio.wait_for(
+                self._rpc(
+                    spec.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0)
+                ),
+                5,
+            )
+        except Exception:  # closing anyway
+            logger.debug("closing AMQP channel %d failed", self.number, exc_info=True)
+        self._closed(amqp_errors.ChannelInvalidStateError(f"channel {self.number} closed"))
+
+    def _closed(self, exc: BaseException) -> None:
+        if self.closed_by is None:
+            self.closed_by = exc
+        while self._rpcs:
+            future = self._rpcs.popleft()
+            if not future.done():
+                future.set_exception(exc)
+        self.conn.channels.pop(self.number, None)
+
+    # -- frames from the broker ----------------------------------------------------------------
+    def _on_method(self, index: int, payload: bytes) -> None:
+        if index == _DELIVER_ID:
+            self._deliver = decode_deliver(payload)
+            return
+        method = spec.INDEX_MAPPING[index]()  # type: ignore[attr-defined]
+        method.unmarshal(payload[4:])
+        if isinstance(method, spec.Channel.Close):
+            self.conn.send_method(self.number, spec.Channel.CloseOk())
+            logger.warning(
+                "RabbitMQ closed consume channel %d: %s %s; its deliveries go back to the queue",
+                self.number,
+                method.reply_code,
+                method.reply_text,
+            )
+            self._closed(channel_exception_by_code(method))
+        elif isinstance(method, spec.Basic.Cancel):  # the broker cancelled (queue deleted)
+            tag = str(method.consumer_tag or "")
+            if self._handlers.pop(tag, None) is not None:
+                self.conn.cancelled(self, tag)
+        elif self._rpcs:
+            future = self._rpcs.popleft()
+            if not future.done():
+                future.set_result(method)
+        else:
+            logger.debug("unexpected %r on AMQP channel %d", method, self.number)
+
+    def _on_header(self, payload: bytes) -> None:
+        self._size, self._message = decode_content_header(payload)
+        self._body = []
+        self._got = 0
+        if self._size == 0:
+            self._complete()
+
+    def _on_body(self, payload: bytes) -> None:
+        self._body.append(payload)
+        self._got += len(payload)
+        if self._got >= self._size:
+            self._complete()
+
+    def _complete(self) -> None:
+        deliver, message = self._deliver, self._message
+        self._deliver = self._message = None
+        if deliver is None or message is None:
+            return
+        body = self._body
+        message.body = body[0] if len(body) == 1 else b"".join(body)
+        self._body = []
+        handler = self._handlers.get(deliver[0])
+        if handler is None:
+            # A consumer already cancelled: the delivery goes back.
+            self.basic_reject(deliver[1], requeue=True)
+            return
+        handler(self, *deliver, message)
+
+
+class ConsumeConnection(asyncio.Protocol):
+    """A minimal AMQP 0-9-1 client connection for consuming, as an asyncio protocol.
+
+    It does only what a consumer needs (open channels, qos, consume, cancel, ack, reject) and
+    decodes deliveries straight from the received bytes into :class:`Message` values, with no
+    task or queue per frame. Publishing and everything else stay on the aiormq connection.
+    Leases held on it last while it is open: RabbitMQ returns unacknowledged deliveries when it
+    closes.
+    """
+
+    def __init__(self, endpoint: Endpoint, params: AMQPParams, name: str) -> None:
+        self.endpoint = endpoint
+        self.params = params
+        self.name = name
+        self.loop = asyncio.get_running_loop()
+        self.channels: dict[int, ConsumeChannel] = {}
+        self.closed_by: BaseException | None = None
+        self.on_lost: Callable[[ConsumeConnection], None] | None = None
+        self.on_cancel: Callable[[ConsumeChannel, str], None] | None = None
+        #: Called (on the loop) after each read whose frames included a delivery.
+        self.on_deliveries: Callable[[], None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._opening: asyncio.Future[Any] | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._frame_max = 131072
+        self._channel_max = 2047
+        self._next_channel = 1
+        self._pending: list[bytes] = []
+        self._pending_lock = threading.Lock()
+        self._flush_scheduled = False
+        self._delivered = False
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._heartbeat_interval = 0
+        self._last_read = 0.0
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint, params: AMQPParams, name: str) -> ConsumeConnection:
+        """Connect and log in (within ``params.connect_timeout``)."""
+        loop = asyncio.get_running_loop()
+        conn = cls(endpoint, params, name)
+        ssl_ctx = params.ssl_context if endpoint.tls else None
+
+        async def run() -> None:
+            await loop.create_connection(
+                lambda: conn,
+                endpoint.host,
+                endpoint.port,
+                ssl=ssl_ctx,
+                server_hostname=endpoint.host if ssl_ctx is not None else None,
+            )
+            assert conn._opening is not None
+            await conn._opening
+
+        try:
+            await asyncio.wait_for(run(), params.connect_timeout)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_by is not None
+
+    def closed_error(self) -> BaseException:
+        return self.closed_by or amqp_errors.AMQPConnectionError("the connection is closed")
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._opening = self.loop.create_future()
+        self._last_read = self.loop.time()
+        transport.write(b"AMQP\x00\x00\x09\x01")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc or amqp_errors.AMQPConnectionError("connection closed by the broker"))
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()
+        buf = self._buf
+        buf += data
+        pos, size = 0, len(buf)
+        try:
+            while size - pos >= 8:
+                kind, number, length = _FRAME_HEAD.unpack_from(buf, pos)
+                end = pos + 7 + length
+                if end >= size:
+                    break
+                if buf[end] != _FRAME_END:
+                    raise amqp_errors.AMQPConnectionError(f"bad frame end octet {buf[end]:#x}")
+                payload = bytes(buf[pos + 7 : end])
+                pos = end + 1
+                self._frame(kind, number, payload)
+        except Exception as exc:
+            logger.error("AMQP consume connection: %s; closing it", exc, exc_info=True)
+            del buf[:pos]
+            self.abort(exc)
+            return
+        finally:
+            if self._delivered:
+                self._delivered = False
+                if self.on_deliveries is not None:
+                    self.on_deliveries()
+        del buf[:pos]
+
+    def _frame(self, kind: int, number: int, payload: bytes) -> None:
+        if number:
+            ch = self.channels.get(number)
+            if ch is None:
+                return  # a closed channel's late frames
+            if kind == _BODY:
+                ch._on_body(payload)
+                self._delivered = True
+            elif kind == _HEADER:
+                ch._on_header(payload)
+                self._delivered = True
+            elif kind == _METHOD:
+                ch._on_method(_METHOD_ID.unpack_from(payload)[0], payload)
+            return
+        if kind == _METHOD:
+            method = spec.INDEX_MAPPING[_METHOD_ID.unpack_from(payload)[0]]()  # type: ignore[attr-defined]
+            method.unmarshal(payload[4:])
+            self._on_connection_method(method)
+        # heartbeats need nothing: any read counts as a sign of life
+
+    def _on_connection_method(self, method: Any) -> None:
+        if isinstance(method, spec.Connection.Start):
+            self._start_ok(method)
+        elif isinstance(method, spec.Connection.Tune):
+            self._tune_ok(method)
+        elif isinstance(method, spec.Connection.OpenOk):
+            if self._heartbeat_interval > 0:
+                self._heartbeat = self.loop.call_later(self._heartbeat_interval / 2, self._beat)
+            if self._opening is not None and not self._opening.done():
+                self._opening.set_result(None)
+        elif isinstance(method, spec.Connection.Close):
+            self.send_method(0, spec.Connection.CloseOk())
+            if method.reply_code == 403 and self._opening is not None and not self._opening.done():
+                exc: BaseException = amqp_errors.ProbableAuthenticationError(method.reply_text)
+            else:
+                exc = connection_exception_by_code(method)
+            self.abort(exc)
+        elif (
+            isinstance(method, spec.Connection.CloseOk)
+            and self._closing is not None
+            and not self._closing.done()
+        ):
+            self._closing.set_result(None)
+        # connection.blocked / unblocked: nothing is published here
+
+    def _start_ok(self, method: spec.Connection.Start) -> None:
+        mechanisms: Any = method.mechanisms
+        if isinstance(mechanisms, bytes):
+            mechanisms = mechanisms.decode("utf-8", "replace")
+        if "PLAIN" not in str(mechanisms).split():
+            raise amqp_errors.AuthenticationError(mechanisms, ["PLAIN"])
+        e = self.endpoint
+        self.send_method(
+            0,
+            spec.Connection.StartOk(
+                client_properties={
+                    "product": "celeriac",
+                    "connection_name": self.name,
+                    "capabilities": {
+                        "authentication_failure_close": True,
+                        "consumer_cancel_notify": True,
+                        "connection.blocked": True,
+                    },
+                },
+                mechanism="PLAIN",
+                response=f"\0{e.user}\0{e.password}",
+            ),
+        )
+
+    def _tune_ok(self, method: spec.Connection.Tune) -> None:
+        p = self.params
+        heartbeat = DEFAULT_HEARTBEAT if p.heartbeat is None else p.heartbeat
+        self._frame_max = method.frame_max or self._frame_max
+        self._channel_max = min(method.channel_max or 2047, 2047)
+        self._heartbeat_interval = heartbeat
+        self.send_method(
+            0,
+            spec.Connection.TuneOk(
+                channel_max=self._channel_max, frame_max=self._frame_max, heartbeat=heartbeat
+            ),
+        )
+        self.send_method(0, spec.Connection.Open(virtual_host=self.endpoint.vhost))
+
+    def _beat(self) -> None:
+        if self.is_closed or self._transport is None:
+            return
+        now = self.loop.time()
+        if now - self._last_read > self._heartbeat_interval * 2 + 1:
+            self.abort(amqp_errors.AMQPConnectionError("no heartbeat from the broker"))
+            return
+        self._transport.write(_HEARTBEAT_FRAME)
+        self._heartbeat = self.loop.call_later(self._heartbeat_interval / 2, self._beat)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def send_method(self, number: int, method: Any) -> None:
+        """Write one method frame now (on the loop)."""
+        if self._transport is None or self._transport.is_closing():
+            raise self.closed_error()
+        self._transport.write(pamqp.frame.marshal(method, number))
+
+    def write_threadsafe(self, frames: bytes) -> None:
+        """Queue *frames* to be written by the loop, after those queued before (any thread)."""
+        with self._pending_lock:
+            self._pending.append(frames)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop is closed: so is the connection
+            pass
+
+    def _flush(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+            self._flush_scheduled = False
+        if pending and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(pending))
+
+    # -- channels and lifecycle ------------------------------------------------------------------
+    async def channel(self) -> ConsumeChannel:
+        if self.is_closed:
+            raise self.closed_error()
+        for _ in range(self._channel_max):
+            number = self._next_channel
+            self._next_channel = number % self._channel_max + 1
+            if number not in self.channels:
+                break
+        else:
+            raise amqp_errors.AMQPConnectionError("no free AMQP channel number")
+        ch = self.channels[number] = ConsumeChannel(self, number)
+        try:
+            await ch._rpc(spec.Channel.Open())
+        except BaseException:
+            self.channels.pop(number, None)
+            raise
+        return ch
+
+    def cancelled(self, ch: ConsumeChannel, consumer_tag: str) -> None:
+        if self.on_cancel is not None:
+            self.on_cancel(ch, consumer_tag)
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.closed_by is not None:
+            return
+        self.closed_by = exc
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._opening is not None and not self._opening.done():
+            self._opening.set_exception(exc)
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)  # closed either way
+        for ch in list(self.channels.values()):
+            ch._closed(exc)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the connection at once (RabbitMQ returns what it held)."""
+        transport = self._transport
+        self._lost(exc or amqp_errors.AMQPConnectionError("connection aborted"))
+        if transport is not None:
+            transport.abort()
+
+    async def close(self) -> None:
+        """Close politely: queued frames go out first, then connection.close."""
+        if self.is_closed or self._transport is None:
+            return
+        self._flush()
+        self._closing = self.loop.create_future()
+        try:
+            self.send_method(
+                0, spec.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+            )
+            await asyncio.wait_for(asyncio.shield(self._closing), 5)
+        except Exception:  # closing anyway
+            logger.debug("closing the AMQP consume connection failed", exc_info=True)
+        transport = self._transport
+        self._lost(amqp_errors.AMQPConnectionError("the connection was closed by its owner"))
+        transport.close()

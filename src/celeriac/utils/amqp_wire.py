@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -192,3 +192,216 @@ def from_properties(body: bytes, props: spec.Basic.Properties) -> Message:
         content_type=props.content_type or "application/data",
         content_encoding=props.content_encoding or "binary",
     )
+
+
+# -- decoding deliveries (the consume hot path) ---------------------------------------------------
+# The same values pamqp's decoder gives (long strings as str, byte arrays as bytes after
+# ``_plain``, timestamps as aware UTC datetimes), without its per-value slicing and dispatch.
+
+_U8 = struct.Struct(">B")
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_U16 = struct.Struct(">H")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+_I64 = struct.Struct(">q")
+_U64 = struct.Struct(">Q")
+_F32 = struct.Struct(">f")
+_F64 = struct.Struct(">d")
+_DELIVER = struct.Struct(">QB")
+_CONTENT_HEADER = struct.Struct(">HHQH")
+
+
+def _timestamp(raw: int) -> datetime.datetime:
+    seconds = raw / 1000.0 if raw > 0xFFFFFFFF else raw  # pamqp: beyond 2106 means milliseconds
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+
+
+#: Fixed-size field types: struct and size (``l`` and ``L`` both signed, as pamqp reads them).
+_FIXED: dict[int, tuple[struct.Struct, int]] = {
+    ord("I"): (_I32, 4),
+    ord("i"): (_U32, 4),
+    ord("l"): (_I64, 8),
+    ord("L"): (_I64, 8),
+    ord("d"): (_F64, 8),
+    ord("f"): (_F32, 4),
+    ord("b"): (_I8, 1),
+    ord("B"): (_U8, 1),
+    ord("s"): (_I16, 2),
+    ord("u"): (_U16, 2),
+}
+
+
+def _long_str(buf: bytes, pos: int) -> tuple[Any, int]:
+    n = _U32.unpack_from(buf, pos)[0]
+    pos += 4
+    raw = buf[pos : pos + n]
+    try:
+        return raw.decode("utf-8"), pos + n
+    except UnicodeDecodeError:
+        return raw, pos + n
+
+
+def _array(buf: bytes, pos: int) -> tuple[Any, int]:
+    end = pos + 4 + _U32.unpack_from(buf, pos)[0]
+    pos += 4
+    items = []
+    while pos < end:
+        value, pos = _field(buf, pos)
+        items.append(value)
+    if pos != end:
+        raise ValueError("AMQP field array overruns its length")
+    return items, end
+
+
+def _table(buf: bytes, pos: int) -> tuple[Any, int]:
+    end = pos + 4 + _U32.unpack_from(buf, pos)[0]
+    return decode_table(buf, pos + 4, end), end
+
+
+def _decimal(buf: bytes, pos: int) -> tuple[Any, int]:
+    places, raw = buf[pos], _I32.unpack_from(buf, pos + 1)[0]
+    return float(Decimal(raw) * (Decimal(10) ** -places)), pos + 5  # as _plain gives it
+
+
+def _byte_array(buf: bytes, pos: int) -> tuple[Any, int]:
+    n = _U32.unpack_from(buf, pos)[0]
+    return bytes(buf[pos + 4 : pos + 4 + n]), pos + 4 + n
+
+
+_VARIABLE: dict[int, Callable[[bytes, int], tuple[Any, int]]] = {
+    ord("S"): _long_str,
+    ord("A"): _array,
+    ord("F"): _table,
+    ord("D"): _decimal,
+    ord("x"): _byte_array,
+    ord("T"): lambda buf, pos: (_timestamp(_U64.unpack_from(buf, pos)[0]), pos + 8),
+    ord("t"): lambda buf, pos: (buf[pos] != 0, pos + 1),
+    ord("V"): lambda buf, pos: (None, pos),
+    0: lambda buf, pos: (None, pos),  # seen in the wild (pamqp reads it as void)
+}
+
+
+def _field(buf: bytes, pos: int) -> tuple[Any, int]:
+    """One typed field value at *pos*: (value, position after it)."""
+    kind = buf[pos]
+    if kind == 0x53:  # S, by far the most common
+        return _long_str(buf, pos + 1)
+    fixed = _FIXED.get(kind)
+    if fixed is not None:
+        return fixed[0].unpack_from(buf, pos + 1)[0], pos + 1 + fixed[1]
+    decode = _VARIABLE.get(kind)
+    if decode is None:
+        raise ValueError(f"unknown AMQP field type {chr(kind)!r}")
+    return decode(buf, pos + 1)
+
+
+def decode_table(buf: bytes, pos: int, end: int) -> dict[str, Any]:
+    """The field table in ``buf[pos:end]`` (values as :func:`from_properties` gives them)."""
+    table: dict[str, Any] = {}
+    u32 = _U32.unpack_from
+    while pos < end:
+        n = buf[pos]
+        key = buf[pos + 1 : pos + 1 + n].decode("utf-8")
+        pos += 1 + n
+        kind = buf[pos]
+        if kind == 0x53:  # S (most Celery headers), inline
+            start = pos + 5
+            pos = start + u32(buf, pos + 1)[0]
+            raw = buf[start:pos]
+            try:
+                table[key] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                table[key] = raw
+        elif kind == 0x56:  # V
+            table[key] = None
+            pos += 1
+        else:
+            table[key], pos = _field(buf, pos)
+    if pos != end:
+        raise ValueError("AMQP field table overruns its length")
+    return table
+
+
+def _short_str(buf: bytes, pos: int) -> tuple[str, int]:
+    n = buf[pos]
+    return buf[pos + 1 : pos + 1 + n].decode("utf-8"), pos + 1 + n
+
+
+#: Basic property flags in wire order, with the key ``from_properties`` stores them under.
+_PROPERTY_BITS = (
+    (1 << 15, "content_type"),
+    (1 << 14, "content_encoding"),
+    (1 << 13, "headers"),
+    (1 << 12, "delivery_mode"),
+    (1 << 11, "priority"),
+    (1 << 10, "correlation_id"),
+    (1 << 9, "reply_to"),
+    (1 << 8, "expiration"),
+    (1 << 7, "message_id"),
+    (1 << 6, "timestamp"),
+    (1 << 5, "type"),
+    (1 << 4, "user_id"),
+    (1 << 3, "app_id"),
+    (1 << 2, "cluster_id"),
+)
+
+
+def decode_deliver(payload: bytes) -> tuple[str, int, bool, str, str]:
+    """A ``basic.deliver`` method payload (after the class/method ids): consumer tag, delivery
+    tag, redelivered, exchange, routing key."""
+    consumer_tag, pos = _short_str(payload, 4)
+    tag, bits = _DELIVER.unpack_from(payload, pos)
+    exchange, pos = _short_str(payload, pos + 9)
+    routing_key, _ = _short_str(payload, pos)
+    return consumer_tag, tag, bool(bits & 1), exchange, routing_key
+
+
+def decode_content_header(payload: bytes) -> tuple[int, Message]:
+    """A content header frame payload: (body size, the Message without its body).
+
+    The result equals :func:`from_properties` for the same properties.
+    """
+    _, _, size, flags = _CONTENT_HEADER.unpack_from(payload, 0)
+    pos = 14
+    while flags & 1:  # more flag words follow (none are defined for basic; skip them)
+        flags &= ~1
+        pos += 2
+    content_type, content_encoding = "application/data", "binary"
+    headers: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    for bit, key in _PROPERTY_BITS:
+        if not flags & bit:
+            continue
+        if key == "headers":
+            n = _U32.unpack_from(payload, pos)[0]
+            headers = decode_table(payload, pos + 4, pos + 4 + n)
+            pos += 4 + n
+        elif key in ("delivery_mode", "priority"):
+            properties[key] = payload[pos]
+            pos += 1
+        elif key == "timestamp":
+            properties[key] = _timestamp(_U64.unpack_from(payload, pos)[0]).timestamp()
+            pos += 8
+        else:
+            value, pos = _short_str(payload, pos)
+            if key == "content_type":
+                content_type = value or content_type
+            elif key == "content_encoding":
+                content_encoding = value or content_encoding
+            elif key != "cluster_id":
+                properties[key] = value
+    return size, Message(b"", headers, properties, content_type, content_encoding)
+
+
+def ack_frame(channel: int, tag: int, multiple: bool = False) -> bytes:
+    """A ``basic.ack`` method frame."""
+    return _ACK.pack(1, channel, 13, 60, 80, tag, 1 if multiple else 0, 0xCE)
+
+
+def reject_frame(channel: int, tag: int, requeue: bool) -> bytes:
+    """A ``basic.reject`` method frame."""
+    return _ACK.pack(1, channel, 13, 60, 90, tag, 1 if requeue else 0, 0xCE)
+
+
+_ACK = struct.Struct(">BHIHHQBB")

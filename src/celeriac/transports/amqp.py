@@ -7,10 +7,9 @@ Celery worker or client can share the broker: redeclaring with different flags w
 How the contract maps onto AMQP:
 
 * ``fetch`` consumes (``basic.consume``) from the requested queues on one channel whose
-  ``basic.qos`` prefetch follows the caller's window: the deliveries it holds plus ``limit``
-  (raised at once, lowered only after it was needed less than half for a second, so acks the
-  caller has not sent yet do not make it flap). Deliveries wait in a local buffer until a
-  ``fetch`` takes them, best priority first, then in the order the queues were listed.
+  ``basic.qos`` prefetch follows the caller's window: the deliveries it holds plus ``limit``.
+  Deliveries wait in a local buffer until a ``fetch`` takes them, best priority first, then in the
+  order the queues were listed.
 * A lease lasts as long as the connection: RabbitMQ gives unacknowledged deliveries back (marked
   redelivered) when a consumer's connection dies. ``renew`` therefore has nothing to do, and
   ``visibility_timeout`` does not apply.
@@ -26,27 +25,19 @@ How the contract maps onto AMQP:
   ``reply.celery.pidbox`` direct; the pidbox ones non-durable) and an exclusive auto-delete
   queue per subscription.
 
-Publishing, declaring, broadcast and the rest run on an asyncio connection (aiormq) on a private
-loop thread; those public methods submit a coroutine there and wait. A lost connection is
-re-established in the background with backoff; declarations and subscriptions are restored, and
-publishes that were not confirmed are sent again.
-
-Consuming has a second connection on the same loop, a lean client of its own
-(:class:`~celeriac.utils.amqp_conn.ConsumeConnection`) that decodes deliveries straight from the
-socket into the buffer. ``fetch`` takes from that buffer in the caller's thread and goes through
-the loop only to start consuming or to change the prefetch; ``ack`` and ``requeue`` queue their
-frames for the loop to write, in call order, without waiting. If that connection drops, its
-deliveries go back to their queues and the next ``fetch`` opens a new one.
+All of it runs on one asyncio connection (aiormq) on a private loop thread; every public method
+submits a coroutine there and waits. A lost connection is re-established in the background with
+backoff; declarations, consumers and subscriptions are restored, and publishes that were not
+confirmed are sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import functools
+import concurrent.futures
 import itertools
 import logging
-import threading
 import time
 import uuid
 import weakref
@@ -65,14 +56,12 @@ from celeriac.transports.amqp_outbox import Outbox
 from celeriac.transports.base import DeadLetter, Subscription, Transport
 from celeriac.utils.amqp_conn import (
     AMQPLink,
-    ConsumeChannel,
-    ConsumeConnection,
     LoopThread,
     channel_error_text,
     is_connection_error,
     parse_amqp_url,
 )
-from celeriac.utils.amqp_wire import ack_frame, from_properties, reject_frame, to_properties
+from celeriac.utils.amqp_wire import from_properties, to_properties
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
@@ -108,8 +97,6 @@ _DEATH_HEADERS = (
 )
 #: AMQP prefetch_count is a 16-bit field; 0 means unlimited.
 MAX_PREFETCH = 65535
-#: The prefetch window is lowered only after it was needed less than half for this long.
-LOWER_AFTER = 1.0
 #: Longest single wait inside fetch, so a lost connection is noticed and repaired.
 WAIT_SLICE = 1.0
 #: Extra seconds a synchronous call waits beyond its own budget before giving up on the loop.
@@ -167,14 +154,13 @@ class _Lease:
 class _ConsumeState:
     """The consume channel and what it holds; replaced wholesale when the channel is."""
 
-    channel: ConsumeChannel
+    channel: AbstractChannel
     gen: int
     per_consumer_qos: bool
     consumers: dict[str, str] = field(default_factory=dict)  # queue -> consumer tag
     outstanding: dict[int, None] = field(default_factory=dict)  # unsettled tags, in order
     buffer: list[tuple[int, Delivery]] = field(default_factory=list)  # (arrival, delivery)
     prefetch: int = 0
-    busy_at: float = 0.0  # when the window was last needed (at least half of it)
 
     @property
     def handed(self) -> int:
@@ -294,15 +280,9 @@ class AMQPTransport(Transport):
         self._cs: _ConsumeState | None = None
         self._cgen = itertools.count(1)
         self._arrival = itertools.count()
-        self._cconn: ConsumeConnection | None = None
-        self._consume_lock: asyncio.Lock | None = None
-        #: Guards the consume state (buffer, outstanding, consumers), which the loop fills and
-        #: the callers' threads take from and settle.
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._waiters = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._arrived: asyncio.Event | None = None
         self._admin: asyncio.Lock | None = None
+        self._settling: set[concurrent.futures.Future[Any]] = set()
         self._closed = False
         #: kombu's option: True waits for RabbitMQ's confirm in every publish() call. By default
         #: publish() returns at once and confirms are collected behind it (see amqp_outbox).
@@ -344,7 +324,7 @@ class AMQPTransport(Transport):
         """After (re)connecting: forget per-connection caches, re-declare, re-subscribe."""
         self._known.clear()
         self._exchanges.clear()
-        # (The consume connection is separate: its leases live on while it does.)
+        self._cs = None
         # Unlocked: an operation holding the admin lock may be the one waiting for this connection.
         for queue in list(self._declared.values()):
             await self._declare_unlocked(queue)
@@ -519,98 +499,41 @@ class AMQPTransport(Transport):
         return self._outbox.flush(self.params.retry_budget if timeout is None else timeout)
 
     # -- consuming ---------------------------------------------------------------------------------
-    def _notify_arrivals(self) -> None:
-        """On the loop, after a read that brought deliveries: wake waiting ``fetch`` calls."""
-        if self._waiters:
-            with self._arrived:
-                self._arrived.notify_all()
-
-    def _on_consume_lost(self, conn: ConsumeConnection) -> None:
-        with self._arrived:
-            self._arrived.notify_all()  # waiting fetch calls reconnect
-
-    def _on_broker_cancel(self, ch: ConsumeChannel, consumer_tag: str) -> None:
-        """RabbitMQ cancelled a consumer (its queue was deleted): the next fetch consumes again."""
-        with self._lock:
-            cs = self._cs
-            if cs is None or cs.channel is not ch:
-                return
-            for queue, tag in list(cs.consumers.items()):
-                if tag == consumer_tag:
-                    del cs.consumers[queue]
-                    self._known.discard(queue)
-            self._arrived.notify_all()
-
-    async def _consume_connection(self) -> ConsumeConnection:
-        conn = self._cconn
-        if conn is not None and not conn.is_closed:
-            return conn
-        if self._closed:
-            raise TransportError("the AMQP transport is closed")
-        await self._link.connection()  # reachable (with retries and failover) and declared
-        conn = await ConsumeConnection.open(
-            self._link.current, self.params, f"{self._link.name} consumer"
-        )
-        conn.on_deliveries = self._notify_arrivals
-        conn.on_lost = self._on_consume_lost
-        conn.on_cancel = self._on_broker_cancel
-        self._cconn = conn
-        return conn
+    def _event(self) -> asyncio.Event:
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        return self._arrived
 
     async def _consume_state(self, per_consumer_qos: bool) -> _ConsumeState:
         cs = self._cs
-        if cs is not None and not cs.channel.is_closed and cs.per_consumer_qos == per_consumer_qos:
+        if (
+            cs is not None
+            and not cs.channel.is_closed
+            and self._link.is_open
+            and cs.per_consumer_qos == per_consumer_qos
+        ):
             return cs
         if cs is not None and not cs.channel.is_closed:
             # Switching QoS mode (a quorum queue joined): a new channel; its deliveries return.
             await cs.channel.close()
-        conn = await self._consume_connection()
-        ch = await conn.channel()
-        with self._lock:
-            cs = self._cs = _ConsumeState(ch, next(self._cgen), per_consumer_qos)
+        self._cs = None
+        gen = next(self._cgen)
+        ch = await self._link.channel(f"consume-{gen}")
+        cs = self._cs = _ConsumeState(ch, gen, per_consumer_qos)
         return cs
 
-    @staticmethod
-    def _prefetch_for(cs: _ConsumeState, wanted: int) -> int | None:
-        """The prefetch to set for a window of *wanted*, or None when the current one will do."""
+    async def _set_prefetch(self, cs: _ConsumeState, wanted: int) -> None:
         wanted = max(1, wanted)
         prefetch = 0 if wanted > MAX_PREFETCH else wanted
         # Raise at once; lower lazily (only far below), so the window does not flap.
-        if cs.prefetch == prefetch:
-            return None
-        if cs.prefetch != 0 and prefetch != 0 and cs.prefetch > prefetch:
-            now = time.monotonic()
-            if prefetch >= cs.prefetch // 2:
-                cs.busy_at = now
-                return None
-            if now - cs.busy_at < LOWER_AFTER:
-                return None
-        return prefetch
-
-    async def _set_prefetch(self, cs: _ConsumeState, wanted: int) -> None:
-        prefetch = self._prefetch_for(cs, wanted)
-        if prefetch is not None:
-            await cs.channel.basic_qos(prefetch_count=prefetch, global_=not cs.per_consumer_qos)
-            cs.prefetch = prefetch
-            cs.busy_at = time.monotonic()
-
-    def _consuming(self, cs: _ConsumeState, queues: list[str], limit: int, quorum: bool) -> bool:
-        """True when *cs* already consumes exactly *queues* with a window big enough for *limit*
-        (so ``fetch`` needs nothing from the loop)."""
-        if cs is not self._cs or cs.channel.is_closed or cs.per_consumer_qos != quorum:
-            return False
-        consumers = cs.consumers
-        if len(consumers) != len(queues) or any(q not in consumers for q in queues):
-            return False
-        return self._prefetch_for(cs, cs.handed + limit) is None
+        if cs.prefetch == prefetch or (cs.prefetch == 0 and prefetch == 0):
+            return
+        if cs.prefetch != 0 and prefetch != 0 and cs.prefetch > prefetch >= cs.prefetch // 2:
+            return
+        await cs.channel.basic_qos(prefetch_count=prefetch, global_=not cs.per_consumer_qos)
+        cs.prefetch = prefetch
 
     async def _consume(self, queues: list[str], limit: int) -> _ConsumeState:
-        if self._consume_lock is None:
-            self._consume_lock = asyncio.Lock()
-        async with self._consume_lock:
-            return await self._consume_unlocked(queues, limit)
-
-    async def _consume_unlocked(self, queues: list[str], limit: int) -> _ConsumeState:
         quorum = any(q in self._quorum for q in queues)
         cs = await self._consume_state(quorum)
         for queue in [q for q in cs.consumers if q not in queues]:
@@ -623,200 +546,179 @@ class AMQPTransport(Transport):
             if cs.per_consumer_qos:
                 await cs.channel.basic_qos(prefetch_count=min(cs.handed + limit, MAX_PREFETCH))
             tag = f"celeriac.{cs.gen}.{queue}"
-            with self._lock:
-                cs.consumers[queue] = tag
+            cs.consumers[queue] = tag
+
+            async def on_message(
+                msg: DeliveredMessage, cs: _ConsumeState = cs, queue: str = queue
+            ) -> None:
+                await self._on_delivery(cs, queue, msg)
+
             try:
-                await cs.channel.basic_consume(
-                    queue, functools.partial(self._on_delivery, cs, queue), consumer_tag=tag
-                )
+                await cs.channel.basic_consume(queue, on_message, consumer_tag=tag)
             except BaseException:
-                with self._lock:
-                    cs.consumers.pop(queue, None)
+                cs.consumers.pop(queue, None)
                 raise
         return cs
 
     async def _cancel(self, cs: _ConsumeState, queue: str) -> None:
-        with self._lock:
-            tag = cs.consumers.pop(queue)
-        # Deliveries sent before the broker's reply have reached the buffer by the time it comes.
+        tag = cs.consumers.pop(queue)
         await cs.channel.basic_cancel(tag)
-        with self._lock:
-            back = [d for _, d in cs.buffer if d.queue == queue]
-            cs.buffer = [item for item in cs.buffer if item[1].queue != queue]
-            self._reject_locked(cs, back, requeue=True)
+        await asyncio.sleep(0)  # let deliveries already read reach the buffer
+        keep = []
+        for arrival, d in cs.buffer:
+            if d.queue == queue:
+                await self._reject(cs, [d], requeue=True)
+            else:
+                keep.append((arrival, d))
+        cs.buffer = keep
 
-    def _on_delivery(
-        self,
-        cs: _ConsumeState,
-        queue: str,
-        ch: ConsumeChannel,
-        consumer_tag: str,
-        tag: int,
-        redelivered: bool,
-        exchange: str,
-        routing_key: str,
-        message: Message,
-    ) -> None:
-        """On the loop, for each delivery: into the buffer (or on to its next park bucket)."""
-        with self._lock:
-            cs.outstanding[tag] = None
-            if self._cs is not cs:
-                return  # stale channel: RabbitMQ gives it back
+    async def _on_delivery(self, cs: _ConsumeState, queue: str, msg: DeliveredMessage) -> None:
+        deliver = msg.delivery
+        assert isinstance(deliver, spec.Basic.Deliver)
+        tag = int(deliver.delivery_tag or 0)
+        cs.outstanding[tag] = None
+        if self._cs is not cs:
+            return  # stale channel: RabbitMQ gives it back
+        message = from_properties(msg.body, msg.header.properties)
         delivery = Delivery(
             message,
             queue,
             f"{cs.gen}.{tag}",
-            exchange=exchange,
-            routing_key=routing_key,
-            redelivered=redelivered,
+            exchange=deliver.exchange or "",
+            routing_key=deliver.routing_key or "",
+            redelivered=bool(deliver.redelivered),
             raw=_Lease(cs.gen, tag),
         )
-        headers = message.headers
-        if DUE_HEADER in headers:
-            due = headers[DUE_HEADER]
+        due = message.headers.get(DUE_HEADER)
+        if due is not None:
             if isinstance(due, int | float) and due - time.time() > 0.001:
-                task = asyncio.get_running_loop().create_task(
-                    self._repark(cs, delivery, float(due))
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                try:
+                    await self._park(delivery, float(due))  # not due yet: next bucket
+                except Exception:
+                    logger.warning(
+                        "re-parking a message failed; it goes back to %r", queue, exc_info=True
+                    )
+                    await self._reject(cs, [delivery], requeue=True)
                 return
             for key in (DUE_HEADER, *_DEATH_HEADERS):
-                headers.pop(key, None)
-        with self._lock:
-            if queue not in cs.consumers:
-                self._reject_locked(cs, [delivery], requeue=True)
-                return
-            cs.buffer.append((next(self._arrival), delivery))
-
-    async def _repark(self, cs: _ConsumeState, delivery: Delivery, due: float) -> None:
-        """A parked message came back before its due time: on to the next smaller bucket."""
-        try:
-            await self._park(delivery, due)
-        except Exception:
-            logger.warning(
-                "re-parking a message failed; it goes back to %r", delivery.queue, exc_info=True
-            )
-            with self._lock:
-                self._reject_locked(cs, [delivery], requeue=True)
+                message.headers.pop(key, None)
+        if queue not in cs.consumers:
+            await self._reject(cs, [delivery], requeue=True)
+            return
+        cs.buffer.append((next(self._arrival), delivery))
+        self._event().set()
 
     def _take(self, cs: _ConsumeState, queues: list[str], limit: int) -> list[Delivery]:
-        """Up to *limit* buffered deliveries of *queues* (hold ``self._lock``)."""
-        if not cs.buffer:
-            return []
         rank = {q: i for i, q in enumerate(queues)}
-        candidates = [item for item in cs.buffer if item[1].queue in rank]
-        if len(candidates) > 1:
+        chosen = sorted(
+            (item for item in cs.buffer if item[1].queue in rank),
             # Redelivered first: RabbitMQ put them back where they were, ahead of fresh ones.
-            candidates.sort(
-                key=lambda item: (
-                    -item[1].message.priority,
-                    rank[item[1].queue],
-                    not item[1].redelivered,
-                    item[0],
-                )
-            )
-        chosen = candidates[:limit]
+            key=lambda item: (
+                -item[1].message.priority,
+                rank[item[1].queue],
+                not item[1].redelivered,
+                item[0],
+            ),
+        )[:limit]
         if not chosen:
             return []
-        if len(chosen) == len(cs.buffer):
-            cs.buffer = []
-        else:
-            taken = {id(d) for _, d in chosen}
-            cs.buffer = [item for item in cs.buffer if id(item[1]) not in taken]
+        taken = {id(d) for _, d in chosen}
+        cs.buffer = [item for item in cs.buffer if id(item[1]) not in taken]
         return [d for _, d in chosen]
 
+    async def _fetch(self, queues: list[str], limit: int, timeout: float) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        event = self._event()
+        while True:
+            cs = await self._retrying("consuming", lambda: self._consume(queues, limit))
+            got = self._take(cs, queues, limit)
+            if got:
+                if len(got) < limit:
+                    # Deliveries of one burst arrive a few loop turns apart: collect them too.
+                    for _ in range(3):
+                        await asyncio.sleep(0)
+                    got += self._take(cs, queues, limit - len(got))
+                return got
+            left = deadline - loop.time()
+            if left <= 0:
+                return []
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), min(left, WAIT_SLICE))
+            except TimeoutError:
+                pass
+
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        """Deliveries wait in a buffer filled by the loop; ``fetch`` takes them in the calling
-        thread and goes through the loop only to (re)start consuming or to raise the window."""
         if not queues or limit <= 0:
             return []
         wanted = list(dict.fromkeys(queues))
         if self._outbox.unconfirmed:
             self.flush()  # what this transport published is visible to its own consumers
-        timeout = max(timeout, 0.0)
-        deadline = time.monotonic() + timeout
-        quorum = any(q in self._quorum for q in wanted)
-        while True:
-            current = self._cs
-            if current is not None and self._consuming(current, wanted, limit, quorum):
-                cs = current
-            else:
-                cs = self._call(
-                    self._retrying("consuming", lambda: self._consume(wanted, limit)), timeout
-                )
-                quorum = cs.per_consumer_qos
-            with self._arrived:
-                live = cs is self._cs and not cs.channel.is_closed
-                if live:
-                    got = self._take(cs, wanted, limit)
-                    if got:
-                        return got
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return []
-                if live:
-                    self._waiters += 1
-                    try:
-                        self._arrived.wait(min(left, WAIT_SLICE))
-                    finally:
-                        self._waiters -= 1
+        return self._call(self._fetch(wanted, limit, max(timeout, 0.0)), timeout)
 
     # -- settling ----------------------------------------------------------------------------------
     def _live(self, cs: _ConsumeState | None, deliveries: Sequence[Delivery]) -> list[int]:
-        """Tags of *deliveries* still held on *cs*, in order (others RabbitMQ requeued).
-        Hold ``self._lock``."""
+        """Tags of *deliveries* still held on the current channel (others RabbitMQ requeued)."""
         if cs is None or cs.channel.is_closed:
             return []
         tags = []
-        outstanding = cs.outstanding
         for d in deliveries:
             lease = d.raw
-            if isinstance(lease, _Lease) and lease.gen == cs.gen and lease.tag in outstanding:
+            if isinstance(lease, _Lease) and lease.gen == cs.gen and lease.tag in cs.outstanding:
                 tags.append(lease.tag)
+                del cs.outstanding[lease.tag]
         return tags
 
-    def _ack_locked(self, cs: _ConsumeState | None, deliveries: Sequence[Delivery]) -> None:
-        """Queue the acks for *deliveries*: one ``multiple`` ack when they are every outstanding
-        delivery up to the highest tag. A lost channel took the leases with it (RabbitMQ
-        redelivers), so acks for it are dropped. Hold ``self._lock``."""
+    async def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        cs = self._cs
+        if cs is None:
+            return
+        before = list(cs.outstanding)
         tags = self._live(cs, deliveries)
-        if not tags or cs is None:
+        if not tags:
             return
         top, chosen = max(tags), set(tags)
-        prefix = True
-        for t in cs.outstanding:
-            if t > top:
-                break
-            if t not in chosen:
-                prefix = False
-                break
-        for t in chosen:
-            del cs.outstanding[t]
-        number = cs.channel.number
-        if prefix:
-            cs.channel.send_frames(ack_frame(number, top, multiple=True))
-        else:
-            cs.channel.send_frames(b"".join(ack_frame(number, t) for t in sorted(chosen)))
+        try:
+            if all(t in chosen for t in before if t <= top):
+                await cs.channel.basic_ack(top, multiple=True, wait=False)
+            else:
+                for t in sorted(tags):
+                    await cs.channel.basic_ack(t, wait=False)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise self._error("ack", exc) from exc
+            # The channel is gone, and with it the deliveries: RabbitMQ redelivers them.
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Frames leave in call order without waiting; ``close`` sends the ones still queued."""
         if deliveries:
-            with self._lock:
-                self._ack_locked(self._cs, deliveries)
+            self._settle(self._ack(list(deliveries)))
 
-    def _reject_locked(
-        self, cs: _ConsumeState | None, deliveries: Sequence[Delivery], requeue: bool
+    def _settle(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run an ack/reject on the loop without waiting: frames leave in call order, and a lost
+        connection returns the deliveries anyway. ``close`` waits for the ones in flight."""
+        future = self._runner.submit(coro)
+        self._settling.add(future)
+        future.add_done_callback(self._settled)
+
+    def _settled(self, future: concurrent.futures.Future[Any]) -> None:
+        self._settling.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("settling deliveries failed: %s", future.exception())
+
+    async def _reject(
+        self, cs: _ConsumeState, deliveries: Sequence[Delivery], requeue: bool
     ) -> None:
         tags = self._live(cs, deliveries)
-        if not tags or cs is None:
-            return
-        for t in tags:
-            cs.outstanding.pop(t, None)
-        number = cs.channel.number
-        cs.channel.send_frames(b"".join(reject_frame(number, t, requeue) for t in tags))
+        try:
+            for t in tags:
+                await cs.channel.basic_reject(t, requeue=requeue, wait=False)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise self._error("reject", exc) from exc
 
-    def _requeue_locked(self, cs: _ConsumeState | None, deliveries: Sequence[Delivery]) -> None:
+    async def _requeue(self, deliveries: Sequence[Delivery]) -> None:
+        cs = self._cs
         if cs is None:
             return
         # Prefetched deliveries of the same queues go back too, so RabbitMQ restores the queue's
@@ -825,39 +727,34 @@ class AMQPTransport(Transport):
         behind = [d for _, d in cs.buffer if d.queue in queues]
         if behind:
             cs.buffer = [item for item in cs.buffer if item[1].queue not in queues]
-        self._reject_locked(cs, [*deliveries, *behind], requeue=True)
+        await self._reject(cs, [*deliveries, *behind], requeue=True)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            with self._lock:
-                self._requeue_locked(self._cs, list(deliveries))
+            self._settle(self._requeue(list(deliveries)))
 
     async def _copy_then_ack(
         self, delivery: Delivery, out: Outgoing, declare: Queue | None = None
     ) -> None:
         """Publish *out* (confirmed), then ack *delivery*; nothing if the lease was lost."""
-        with self._lock:
-            cs = self._cs
-            lease = delivery.raw
-            if (
-                cs is None
-                or cs.channel.is_closed
-                or not isinstance(lease, _Lease)
-                or lease.gen != cs.gen
-                or lease.tag not in cs.outstanding
-            ):
-                return  # RabbitMQ already gave the original back; copying it would duplicate it
+        cs = self._cs
+        lease = delivery.raw
+        if (
+            cs is None
+            or not isinstance(lease, _Lease)
+            or lease.gen != cs.gen
+            or lease.tag not in cs.outstanding
+        ):
+            return  # RabbitMQ already gave the original back; copying it would duplicate it
         if declare is not None:
             await self._declare(declare)
         await self._publish_now([out])
-        with self._lock:
-            self._ack_locked(self._cs, [delivery])
+        await self._ack([delivery])
 
     async def _park(self, delivery: Delivery, due: float) -> None:
         remaining = _ms(due - time.time())
         if remaining <= 0:
-            with self._lock:
-                self._requeue_locked(self._cs, [delivery])
+            await self._requeue([delivery])
             return
         bucket = park_bucket(remaining)
         name = park_queue(delivery.queue, bucket)
@@ -1055,6 +952,7 @@ class AMQPTransport(Transport):
     def close(self) -> None:
         if self._closed:
             return
+        concurrent.futures.wait(list(self._settling), timeout=10)
         if not self._outbox.flush(self.params.retry_budget):
             logger.error(
                 "closing with %d message(s) RabbitMQ has not confirmed", self._outbox.unconfirmed
@@ -1062,16 +960,10 @@ class AMQPTransport(Transport):
         self._closed = True
         _open_transports.discard(self)
         try:
-            self._runner.call(self._close_connections(), 15)
+            self._runner.call(self._link.close(), 10)
         except Exception:  # closing anyway
             logger.debug("closing the AMQP connection failed", exc_info=True)
         self._runner.stop()
-
-    async def _close_connections(self) -> None:
-        conn, self._cconn = self._cconn, None
-        if conn is not None:
-            await conn.close()  # acks and rejects still queued go out first
-        await self._link.close()
 
     def describe(self) -> str:
         return ";".join(str(e) for e in self.params.endpoints)

@@ -72,14 +72,26 @@ def recording() -> Iterator[Recording]:
     reset(url)
 
 
-def test_callbacks_run_after_the_writes_queued_before_them(recording: Recording) -> None:
-    store = WriteBehindStore(recording)
-    seen: list[bytes | None] = []
+def test_reports_follow_their_writes_and_go_out_together(recording: Recording) -> None:
+    delivered: list[tuple[list[str], bytes | None, str]] = []
+
+    def deliver(messages: list[str]) -> None:
+        delivered.append((messages, recording.get("a"), threading.current_thread().name))
+
+    store = WriteBehindStore(recording, deliver)
+    store.report("idle")  # nothing queued: delivered at once, on the caller's thread
+    assert delivered == [(["idle"], None, threading.current_thread().name)]
+    recording.gate.clear()
+    store.set("first", b"x", None)
+    wait_for(lambda: store._busy, timeout=5, what="writer busy")
     store.set("a", b"1", None)
-    store.then(lambda: seen.append(recording.get("a")))
+    store.report("after-a")
     store.set("b", b"2", None)
+    store.report("after-b")
+    assert len(delivered) == 1  # held behind the writes
+    recording.gate.set()
     store.flush()
-    assert seen == [b"1"]
+    assert delivered[1] == (["after-a", "after-b"], b"1", "celeriac-results")
     assert store.get("b") == b"2"
     store.close()
 

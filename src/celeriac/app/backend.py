@@ -215,16 +215,9 @@ class ResultBackend:
         metas: list[Meta | None] = []
         missing: list[int] = []
         for i, task_id in enumerate(task_ids):
-            raw = pushed.get(task_key(task_id))
-            meta = None
-            if raw is not None:
-                try:
-                    meta = self._meta_from(task_id, raw)
-                except Exception:
-                    meta = None  # the store's own copy decides
-            if meta is None or meta["status"] not in states.READY_STATES:
+            meta = self._ready_meta(task_id, pushed.get(task_key(task_id)))
+            if meta is None:
                 missing.append(i)
-                meta = None
             metas.append(meta)
         if missing:
             for i, meta in zip(
@@ -232,6 +225,16 @@ class ResultBackend:
             ):
                 metas[i] = meta
         return [m for m in metas if m is not None]
+
+    def _ready_meta(self, task_id: str, raw: bytes | None) -> Meta | None:
+        """The meta in a pushed value when it is a ready one; otherwise the store decides."""
+        if raw is None:
+            return None
+        try:
+            meta = self._meta_from(task_id, raw)
+        except Exception:
+            return None
+        return meta if meta["status"] in states.READY_STATES else None
 
     def exists(self, task_id: str) -> bool:
         """True when anything is stored for *task_id* (PENDING is also "unknown id")."""

@@ -86,11 +86,9 @@ def key_prefix(options: Mapping[str, Any]) -> str:
 
 
 class _RedisWatch(Watch):
-    def __init__(
-        self, hub: _PubSubHub, channels: frozenset[bytes], keys: Mapping[bytes, str]
-    ) -> None:
+    def __init__(self, hub: _PubSubHub, keys: Mapping[bytes, str]) -> None:
         self._hub = hub
-        self.channels = channels
+        self.channels = frozenset(keys)
         self.keys = keys  # channel -> the key as the caller named it
         self.fired = False
         #: Values published with the notifications (a result's PUBLISH carries the value).
@@ -139,8 +137,7 @@ class _PubSubHub:
 
     # -- caller side -------------------------------------------------------------------------------
     def register(self, keys: Mapping[bytes, str]) -> _RedisWatch:
-        channels = frozenset(keys)
-        watch = _RedisWatch(self, channels, keys)
+        watch = _RedisWatch(self, keys)
         with self.cond:
             if self.closed:
                 raise BackendError("result store is closed")
@@ -149,7 +146,7 @@ class _PubSubHub:
                     target=self._run, name="celeriac-redis-results", daemon=True
                 )
                 self._thread.start()
-            for channel in channels:
+            for channel in watch.channels:
                 self._watches.setdefault(channel, set()).add(watch)
                 self._requests.append(("sub", channel))
             self._barrier_asked += 1

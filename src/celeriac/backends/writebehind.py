@@ -3,8 +3,9 @@
 A pool process wraps its store in :class:`WriteBehindStore` so running the next task does not wait
 for the previous result's round trip; under load, the results that piled up meanwhile are written
 in one batch. Order is kept: every read, chord operation or delete first waits for the writes
-queued before it, and :meth:`WriteBehindStore.then` runs a callback (the pool process telling the
-supervisor a task finished, which may ack it) only after the writes queued before it landed.
+queued before it, and :meth:`WriteBehindStore.report` hands a message (the pool process telling
+the supervisor a task finished, which may ack it) to ``deliver`` only after the writes queued
+before it landed; the reports of one batch are delivered together.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ logger = logging.getLogger("celeriac.backends")
 BATCH_LIMIT = 500
 
 _Write = tuple[str, bytes, float | None]
-_Item = _Write | Callable[[], None]
+
+
+class _Report:
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+_Item = _Write | _Report
 
 
 class WriteBehindStore(ResultStore):
@@ -32,16 +42,17 @@ class WriteBehindStore(ResultStore):
     watch still wakes it early.
     """
 
-    def __init__(self, inner: ResultStore) -> None:
+    def __init__(
+        self, inner: ResultStore, deliver: Callable[[list[Any]], None] | None = None
+    ) -> None:
         self.inner = inner
+        self._deliver = deliver
         self.url = inner.url
         self.options: Mapping[str, Any] = inner.options
         self._cond = threading.Condition()
         self._items: list[_Item] = []
         self._busy = False
         self._closed = False
-        #: Called on the writer thread after each batch's callbacks (and after an inline one).
-        self.after_batch: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="celeriac-results", daemon=True)
         self._thread.start()
 
@@ -55,27 +66,23 @@ class WriteBehindStore(ResultStore):
             self._items.extend((key, value, ttl) for key, value in items)
             self._cond.notify()
 
-    def then(self, callback: Callable[[], None]) -> None:
-        """Run *callback* on the writer thread once every write queued before it is done."""
-        self._put(callback)
-
-    def in_order(self, callback: Callable[[], None]) -> None:
-        """Like :meth:`then`, but run *callback* here and now when nothing is queued."""
+    def report(self, message: Any) -> None:
+        """Hand *message* to ``deliver`` once every write queued before it landed: here and now
+        when nothing is queued, else on the writer thread with the other reports of its batch."""
+        assert self._deliver is not None, "report() needs a deliver function"
         with self._cond:
             if not self._items and not self._busy:
                 # Under the lock: the writer thread cannot start a batch meanwhile.
-                callback()
-                if self.after_batch is not None:
-                    self.after_batch()
+                self._deliver([message])
                 return
             self._check_open()
-            self._items.append(callback)
+            self._items.append(_Report(message))
             self._cond.notify()
 
     def flush(self) -> None:
         """Block until every queued write and callback is done."""
         if threading.current_thread() is self._thread:
-            return  # a callback reading the store: everything before it is written already
+            return  # deliver() reading the store: everything before it is written already
         with self._cond:
             while self._items or self._busy:
                 self._cond.wait()
@@ -155,23 +162,17 @@ class WriteBehindStore(ResultStore):
                     self._cond.notify_all()
 
     def _process(self, batch: list[_Item]) -> None:
-        # Every write of the batch first, then its callbacks in order: each callback still runs
-        # after the writes queued before it, and the batch costs one round trip per chunk.
+        # Every write of the batch first, then its reports in order: each report still follows
+        # the writes queued before it, and the batch costs one round trip per chunk.
         writes = [item for item in batch if isinstance(item, tuple)]
         for start in range(0, len(writes), BATCH_LIMIT):
             self._write(writes[start : start + BATCH_LIMIT])
-        for item in batch:
-            if isinstance(item, tuple):
-                continue
+        reports = [item.message for item in batch if isinstance(item, _Report)]
+        if reports and self._deliver is not None:
             try:
-                item()
+                self._deliver(reports)
             except Exception:
-                logger.exception("a callback after result writes failed")
-        if self.after_batch is not None:
-            try:
-                self.after_batch()
-            except Exception:
-                logger.exception("the after-batch callback of result writes failed")
+                logger.exception("delivering %d report(s) after result writes failed", len(reports))
 
     def _write(self, writes: list[_Write]) -> None:
         if not writes:

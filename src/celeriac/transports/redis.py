@@ -380,8 +380,7 @@ class RedisTransport(Transport):
             self._fanout_exchanges.add(exchange.name)
         if not exchange.name:
             return  # the default exchange routes by queue name; kombu stores no binding for it
-        pattern = topic_pattern(queue.routing_key) if exchange.type == "topic" else ""
-        member = self.cfg.sep.join([queue.routing_key or "", pattern, queue.name])
+        member = self._binding_member(queue)
         prefix = self.cfg.global_keyprefix
         table = prefix + BINDING_KEY % exchange.name
         expires_ms = self._queue_expires_ms(queue)
@@ -427,8 +426,12 @@ class RedisTransport(Transport):
             for name, members in zip(names, replies, strict=True)
         }
 
+    def _binding_member(self, queue: Queue) -> str:
+        """kombu's member of a binding table: ``routing_key<sep>pattern<sep>queue``."""
+        pattern = topic_pattern(queue.routing_key) if queue.exchange.type == "topic" else ""
+        return self.cfg.sep.join([queue.routing_key or "", pattern, queue.name])
+
     def bound_queues(self, exchange: str) -> list[str] | None:
-        # kombu's binding members are "routing_key\x06\x16pattern\x06\x16queue".
         members = self._binding_tables({exchange})[exchange]
         return sorted({member.split(self.cfg.sep)[-1] for member in members})
 
@@ -436,8 +439,7 @@ class RedisTransport(Transport):
         exchange = queue.exchange
         if not exchange.name:
             return
-        pattern = topic_pattern(queue.routing_key) if exchange.type == "topic" else ""
-        member = self.cfg.sep.join([queue.routing_key or "", pattern, queue.name])
+        member = self._binding_member(queue)
         prefix = self.cfg.global_keyprefix
 
         def forget() -> None:

@@ -120,25 +120,16 @@ def _reporter(app: Celery, conn: multiprocessing.connection.Connection) -> Calla
     written before it landed, so an ack (acks_late) or a "done" never precedes its result.
     """
     backend = app.backend
-    store = getattr(backend, "store", None)
-    if backend is None or store is None or hasattr(store, "send_reply"):
+    if backend is None or hasattr(backend.store, "send_reply"):
         return conn.send  # no results, or rpc:// replies that travel with the broker
-    behind = WriteBehindStore(store)
+
+    def deliver(messages: list[Any]) -> None:
+        # The reports of one batch go as one pipe message: one wake-up of the supervisor.
+        conn.send(messages[0] if len(messages) == 1 else messages)
+
+    behind = WriteBehindStore(backend.store, deliver)
     backend.store = behind
-    # Reports of one batch go as one pipe message: one wake-up of the supervisor, not several.
-    outbox: list[Any] = []
-
-    def flush() -> None:
-        if outbox:
-            conn.send(outbox[0] if len(outbox) == 1 else list(outbox))
-            outbox.clear()
-
-    behind.after_batch = flush
-
-    def send(message: Any) -> None:
-        behind.in_order(lambda: outbox.append(message))
-
-    return send
+    return behind.report
 
 
 def _receive(conn: multiprocessing.connection.Connection, pending: deque[Job | None]) -> None:

@@ -65,6 +65,21 @@ class TestAMQPTransport(TransportContract):
         assert got[0].redelivered is True
         other.ack(got)
 
+    def test_requeue_goes_to_head_marked_redelivered(
+        self, make_transport: Callable[..., Transport]
+    ) -> None:
+        """RabbitMQ puts a requeued message back in its place, but a message already on its way
+        to this consumer (prefetch) may still arrive before it: nothing lost, order not strict."""
+        t, q = make_transport(), qname()
+        t.publish(to_queue(q, msg(1), msg(2)))
+        [first] = t.fetch([q], 1, 2.0)
+        assert first.message.headers["n"] == 1
+        t.requeue([first])
+        got = drain(t, [q], 2)
+        assert sorted(d.message.headers["n"] for d in got) == [1, 2]
+        assert next(d for d in got if d.message.headers["n"] == 1).redelivered is True
+        t.ack(got)
+
 
 # -- helpers -------------------------------------------------------------------------------------
 def vhost_of(url: str) -> str:

@@ -12,7 +12,7 @@ them against each transport):
   instance. A lease lasts ``visibility_timeout`` seconds unless ``renew`` extends it; a message
   whose lease ran out (its holder died) goes back to its queue, marked ``redelivered``.
 * ``ack`` ends the lease and removes the message. ``requeue`` puts it back at the head of its
-  queue.
+  queue (on AMQP a message already prefetched may still come first).
   ``park`` hides it until a due time (far-future ETA), then any consumer can fetch it again.
   ``dead_letter`` moves it to the dead-letter store with a reason a user can read.
 * Higher ``properties["priority"]`` is served first within a queue (0-9, Celery's scale), FIFO

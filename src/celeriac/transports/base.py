@@ -122,6 +122,12 @@ class Transport(ABC):
         Queues listed first are preferred when priorities are equal. Idle waiting costs no CPU.
         """
 
+    def fetch_nowait(self, queues: Sequence[str], limit: int) -> list[Delivery] | None:
+        """Lease up to *limit* messages that are ready now, in one short call that never waits
+        for messages nor retries (the worker calls it on its event loop while messages are
+        waiting). None: this transport has no such call, use :meth:`fetch`."""
+        return None
+
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Remove leased messages for good."""

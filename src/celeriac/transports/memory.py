@@ -194,6 +194,9 @@ class MemoryTransport(Transport):
                 return found
             b.waker.wait(seen, max(wait, 0.001))
 
+    def fetch_nowait(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        return self.fetch(queues, limit, 0)
+
     def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         b = self._b
         out: list[Delivery] = []

@@ -557,6 +557,17 @@ class RedisTransport(Transport):
                 if got:
                     return got
 
+    def fetch_nowait(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        if not queues or limit <= 0:
+            return []
+        wanted = tuple(dict.fromkeys(queues))
+        order = self._queue_order(wanted)
+        keys = [self._list_key(q, s) for s in self.cfg.priority_steps for q in order]
+        try:
+            return self._pop(wanted, order, keys, limit, None, retry=False)
+        except redis.RedisError as exc:
+            raise TransportError(f"Redis at {self.cfg.conn.endpoint}: fetch failed: {exc}") from exc
+
     def _pop(
         self,
         wanted: tuple[str, ...],
@@ -564,6 +575,7 @@ class RedisTransport(Transport):
         keys: list[str],
         limit: int,
         popped: tuple[int, bytes] | None,
+        retry: bool = True,
     ) -> list[Delivery]:
         args: list[Any] = [
             limit,
@@ -573,11 +585,9 @@ class RedisTransport(Transport):
         ]
         if popped is not None:
             args += [popped[1], popped[0]]
-        reply = self._retry.call(
-            self._script("fetch"),
-            keys=[self._unacked, self._unacked_index, self._dlq, *keys],
-            args=args,
-        )
+        script = self._script("fetch")
+        keys = [self._unacked, self._unacked_index, self._dlq, *keys]
+        reply = self._retry.call(script, keys=keys, args=args) if retry else script(keys, args)
         new_order = [order[int(i) - 1] for i in reply[0].decode().split(",") if i]
         self._remember_order(wanted, new_order)
         out: list[Delivery] = []

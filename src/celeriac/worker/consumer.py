@@ -50,6 +50,8 @@ class Consumer:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="celeriac-broker")
         self.ready: deque[Request] = deque()
         self.active: dict[str, Request] = {}
+        #: Active requests already acked (early ack at start): they no longer use the window.
+        self._running_acked = 0
         self.held: dict[str, Request] = {}  # ETA or rate-limited, waiting in memory
         self.leased: dict[str, Delivery] = {}
         self._acks: list[Delivery] = []
@@ -70,11 +72,14 @@ class Consumer:
         return max(1, self.pool.concurrency * multiplier)
 
     def _room_left(self) -> int:
-        return self.window - len(self.ready) - len(self.active)
+        # As Celery's prefetch count, the window bounds unacked messages: a task acked when it
+        # started (the default) no longer holds a place in it.
+        return self.window - len(self.ready) - len(self.active) + self._running_acked
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         backoff = 1.0
+        backlog = False
         while not self.stopping:
             room = self._room_left()
             queues = [q for q in self.queues if q not in self.paused_queues]
@@ -90,10 +95,16 @@ class Consumer:
                     pass
                 continue
             try:
-                got = await self.loop.run_in_executor(
-                    self._fetcher, self.transport.fetch, queues, room, FETCH_TIMEOUT
-                )
+                # While messages are waiting, fetch right here: a hand-off to the fetch thread
+                # and back costs more than the short call itself.
+                got = self.transport.fetch_nowait(queues, room) if backlog else None
+                if not got:
+                    got = await self.loop.run_in_executor(
+                        self._fetcher, self.transport.fetch, queues, room, FETCH_TIMEOUT
+                    )
+                backlog = bool(got)
             except OperationalError as exc:
+                backlog = False
                 logger.error(
                     "consumer: cannot fetch from the broker (%s); retrying in %.0fs", exc, backoff
                 )
@@ -257,13 +268,18 @@ class Consumer:
                 # Early ack happens when the task starts (Celery's "accepted"), not when it is
                 # handed to the pool, so a crash never loses a task that had not started.
                 request.acknowledged = True
+                request.counted_running = True
+                self._running_acked += 1
                 self.ack(request.delivery)
+                self._room.set()
             self.worker.events.task_started(request)
 
     def on_job_done(self, job: Job, result: JobResult) -> None:
         request = self.active.pop(job.id, None)
         if request is None:
             return
+        if request.counted_running:
+            self._running_acked -= 1
         state = result.state
         signum = self.worker.control.terminated.pop(job.id, None)
         if signum is not None and state in (states.FAILURE, states.REVOKED, WORKER_LOST):

@@ -17,6 +17,7 @@ import multiprocessing.connection
 import os
 import select
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,11 +52,10 @@ def child_main(
 ) -> None:
     """The loop of one pool process: receive jobs, run them in order, report each.
 
-    To the supervisor it sends a job's id when it starts the job, and ``(result, next_started)``
-    when the job ends, where ``next_started`` says it went straight on to its next job (one message
-    instead of two while it has work); reports made while results are being written go together
-    as a list. So the supervisor knows which job really started: a job that never started is not
-    lost when the process exits, it goes back to the queue.
+    To the supervisor it sends a job's id the moment it starts the job, and the job's result once
+    the result is stored (results are written behind, so several may go as one list). So the
+    supervisor knows which jobs really started: a job that never started is not lost when the
+    process exits, it goes back to the queue.
 
     SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish, then
     the process exits without starting another. SIGINT is the supervisor's to handle.
@@ -76,60 +76,58 @@ def child_main(
     app = _load_app(app_ref)
     app._check_fork()
     signals.worker_process_init.send(sender=None)
-    send = _reporter(app, conn)
-    waiting = _poller(conn)
+    send_now, report = _reporter(app, conn)
     pending: deque[Job | None] = deque()
-    job: Job | None = None  # set when the last result also announced the start of this job
     try:
-        while True:
+        while not state["stop"]:
+            if not pending:
+                _receive(conn, pending)
+                continue
+            job = pending.popleft()
             if job is None:
-                if state["stop"]:
-                    break
-                if not pending:
-                    _receive(conn, pending)
-                    continue
-                job = pending.popleft()
-                if job is None:
-                    break
-                state["busy"] = True  # from here SIGTERM waits for the job's result to be sent
-                if state["stop"]:
-                    break
-                send(job.id)
+                break
+            state["busy"] = True  # from here SIGTERM waits for the job's result to be sent
+            if state["stop"]:
+                break
+            send_now(job.id)
             with soft_limit_alarm(job.soft_time_limit):
                 result = run_job(app, job)
             result.rss_kb = current_rss_kb()
-            # Go straight on to the next job if it is already here, and say so with the result.
-            job = None
-            if not state["stop"] and not pending and waiting():
-                _receive(conn, pending)
-            if not state["stop"] and pending and pending[0] is not None:
-                job = pending.popleft()
-            send((result, job is not None))
-            if job is None:
-                state["busy"] = False
+            report(result)
+            state["busy"] = False
     finally:
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
         app.close()
 
 
-def _reporter(app: Celery, conn: multiprocessing.connection.Connection) -> Callable[[Any], None]:
-    """How the process reports to the supervisor; results are written behind when they can be.
+def _reporter(
+    app: Celery, conn: multiprocessing.connection.Connection
+) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
+    """How the process reports to the supervisor: ``(send_now, report)``.
 
-    The next task does not wait for the previous result's round trip, and results that pile up
-    meanwhile go out as one batch. A report still reaches the supervisor only after the results
-    written before it landed, so an ack (acks_late) or a "done" never precedes its result.
+    Starts go out at once (``send_now``): the supervisor acks an early-ack task when it starts,
+    which frees its place in the prefetch window. Results are written behind when they can be
+    (``report``): the next task does not wait for the previous result's round trip, and results
+    that pile up meanwhile go out as one batch. A report still reaches the supervisor only after
+    the results written before it landed, so an ack (acks_late) never precedes its result.
     """
     backend = app.backend
     if backend is None or hasattr(backend.store, "send_reply"):
-        return conn.send  # no results, or rpc:// replies that travel with the broker
+        return conn.send, conn.send  # no results, or rpc:// replies that travel with the broker
+    lock = threading.Lock()  # the writer thread sends on the pipe too
+
+    def send_now(message: Any) -> None:
+        with lock:
+            conn.send(message)
 
     def deliver(messages: list[Any]) -> None:
         # The reports of one batch go as one pipe message: one wake-up of the supervisor.
-        conn.send(messages[0] if len(messages) == 1 else messages)
+        with lock:
+            conn.send(messages[0] if len(messages) == 1 else messages)
 
     behind = WriteBehindStore(backend.store, deliver)
     backend.store = behind
-    return behind.report
+    return send_now, behind.report
 
 
 def _receive(conn: multiprocessing.connection.Connection, pending: deque[Job | None]) -> None:
@@ -156,9 +154,9 @@ class _Child:
     conn: multiprocessing.connection.Connection
     waiting: Callable[[], bool]
     jobs: deque[Job] = field(default_factory=deque)
-    #: Whether ``jobs[0]`` has started (the process said so); the others have not.
-    running: bool = False
-    started_at: float = 0.0
+    #: How many of ``jobs`` (a prefix: a process runs its jobs in order) have started, as the
+    #: process said. The last of them runs; the ones before it ended, their results on the way.
+    started: int = 0
     assigned: int = 0
     retiring: bool = False
     alive: bool = True
@@ -171,6 +169,13 @@ class _Child:
         return int(self.process.pid)
 
 
+#: A task whose recent runs took less than this (seconds) counts as short.
+SHORT_TASK = 0.002
+#: At most this many short jobs queue in one process: past the first few, queueing more saves
+#: nothing, and it bounds how long they wait if one of them runs long after all.
+MAX_SHORT_DEPTH = 16
+
+
 class PreforkPool(Pool):
     """See the module docstring."""
 
@@ -180,6 +185,8 @@ class PreforkPool(Pool):
         super().__init__(*args, **kwargs)
         self._ctx: Any = multiprocessing.get_context(START_METHOD)
         self._children: list[_Child] = []
+        #: Recent run time per task name (a moving average), to tell short tasks.
+        self._runtime: dict[str, float] = {}
         self._stopping = False
         self._idle = asyncio.Event()
 
@@ -220,13 +227,30 @@ class PreforkPool(Pool):
     def depth(self) -> int:
         return max(1, self.options.process_queue_depth)
 
+    def _room(self, child: _Child) -> int:
+        """How many more jobs *child* may queue.
+
+        Jobs wait in a process's pipe behind its running job, so a long one delays those queued
+        behind it. Only ``depth`` jobs (2; 1 with ``-O fair``) queue in a process, unless every
+        job it holds is of a task known to be short: then up to ``MAX_SHORT_DEPTH``, which saves
+        a supervisor round trip per task for floods of short tasks.
+        """
+        held = len(child.jobs)
+        if held < self.depth:
+            return self.depth - held
+        if self.depth < 2 or held >= MAX_SHORT_DEPTH:
+            return 0
+        runtime = self._runtime
+        if all(runtime.get(job.name, SHORT_TASK) < SHORT_TASK for job in child.jobs):
+            return MAX_SHORT_DEPTH - held
+        return 0
+
     @property
     def free_slots(self) -> int:
-        depth = self.depth
-        return sum(depth - len(c.jobs) for c in self._live() if len(c.jobs) < depth)
+        return sum(self._room(c) for c in self._live())
 
     def submit(self, job: Job) -> None:
-        candidates = [c for c in self._live() if len(c.jobs) < self.depth]
+        candidates = [c for c in self._live() if self._room(c) > 0]
         if not candidates:
             raise RuntimeError("prefork pool has no free process")
         child = min(candidates, key=lambda c: len(c.jobs))
@@ -256,17 +280,26 @@ class PreforkPool(Pool):
             child.outbox.append(None)  # type: ignore[arg-type]
             self._replenish()
 
-    def _job_started(self, child: _Child) -> None:
-        job = child.jobs[0]
-        child.running = True
-        child.started_at = time.monotonic()
+    def _running(self, child: _Child) -> Job | None:
+        """The job *child* runs now, as far as it said."""
+        return child.jobs[child.started - 1] if child.started else None
+
+    def _job_started(self, child: _Child, job_id: str) -> None:
+        if child.started >= len(child.jobs) or child.jobs[child.started].id != job_id:
+            logger.error("pool process %d started %s, which it was not given", child.pid, job_id)
+            return
+        job = child.jobs[child.started]
+        child.started += 1
+        if child.hard_timer is not None:  # the job before it ended
+            child.hard_timer.cancel()
+            child.hard_timer = None
         self.on_start(job, child.pid)
         if job.time_limit:
             assert self.loop is not None
             child.hard_timer = self.loop.call_later(job.time_limit, self._hard_limit, child, job)
 
     def _hard_limit(self, child: _Child, job: Job) -> None:
-        if child.jobs and child.jobs[0] is job and child.process.is_alive():
+        if self._running(child) is job and child.process.is_alive():
             logger.error(
                 "Hard time limit (%ss) exceeded for %s[%s]; killing pool process %d",
                 job.time_limit,
@@ -296,20 +329,28 @@ class PreforkPool(Pool):
                 self._on_message(child, item)
             return
         if isinstance(message, str):  # the id of the job it starts now
-            if child.jobs and not child.running and child.jobs[0].id == message:
-                self._job_started(child)
-            return
-        result, next_started = message
-        self._job_finished(child, result, next_started)
+            self._job_started(child, message)
+        else:
+            self._job_finished(child, message)
 
-    def _job_finished(self, child: _Child, result: JobResult, next_started: bool) -> None:
+    def _job_finished(self, child: _Child, result: JobResult) -> None:
+        if not child.started or child.jobs[0].id != result.id:
+            logger.error(
+                "pool process %d reported %s, which it had not started", child.pid, result.id
+            )
+            return
         job = child.jobs.popleft()
-        child.running = False
+        child.started -= 1
+        if not child.started and child.hard_timer is not None:
+            child.hard_timer.cancel()
+            child.hard_timer = None
+        last = self._runtime.get(job.name)
+        self._runtime[job.name] = (
+            result.runtime if last is None else 0.8 * last + 0.2 * result.runtime
+        )
         if child.hard_timer is not None:
             child.hard_timer.cancel()
             child.hard_timer = None
-        if next_started and child.jobs:
-            self._job_started(child)
         self._maybe_retire(child, result)
         self.on_done(job, result)
         self._check_idle()
@@ -353,14 +394,18 @@ class PreforkPool(Pool):
         if child.hard_timer is not None:
             child.hard_timer.cancel()
         self._children.remove(child)
-        unstarted = list(child.jobs)
+        jobs = list(child.jobs)
+        # A job it was told to stop (time limit, terminate) counts as lost even if the kill came
+        # before the process said it started.
+        lost = max(child.started, 1 if child.kill_reason is not None else 0)
+        started, unstarted = jobs[:lost], jobs[lost:]
         child.jobs.clear()
         child.outbox.clear()
         child.conn.close()
-        # A job it was told to stop (time limit, terminate) counts as lost even if the kill came
-        # before the process said it started.
-        if unstarted and (child.running or child.kill_reason is not None):
-            self._report_lost(child, unstarted.pop(0))
+        # The last started job ran when the process died; any before it had ended, but their
+        # results had not been reported, so they may not be stored: they count as lost too.
+        for i, job in enumerate(started):
+            self._report_lost(child, job, running=i == len(started) - 1)
         if unstarted:
             # Jobs it never started (queued behind its last one, e.g. after SIGTERM): other
             # processes run them, or, when the pool is stopping, they go back to the queue.
@@ -390,8 +435,8 @@ class PreforkPool(Pool):
             self.loop.call_soon(self._send_outbox, child)
         child.outbox.append(job)
 
-    def _report_lost(self, child: _Child, job: Job) -> None:
-        if isinstance(child.kill_reason, TimeLimitExceeded):
+    def _report_lost(self, child: _Child, job: Job, running: bool) -> None:
+        if running and isinstance(child.kill_reason, TimeLimitExceeded):
             result = fail_job(self.app, job, child.kill_reason)
         else:
             code = child.process.exitcode
@@ -399,7 +444,7 @@ class PreforkPool(Pool):
                 job.id, WORKER_LOST, exc_repr=repr(WorkerLostError(_exit_text(code)))
             )
             result.extra["exitcode"] = code
-            result.extra["terminated"] = child.kill_reason is not None
+            result.extra["terminated"] = running and child.kill_reason is not None
         self.on_done(job, result)
 
     def _check_idle(self) -> None:
@@ -428,8 +473,9 @@ class PreforkPool(Pool):
 
     def terminate_job(self, job_id: str, signum: int) -> bool:
         for child in self._children:
-            # jobs[0] runs or is about to (its start message may still be in the pipe).
-            if child.jobs and child.jobs[0].id == job_id and child.process.is_alive():
+            # Before its start message arrives, jobs[0] is taken as running: it is about to.
+            running = self._running(child) or (child.jobs[0] if child.jobs else None)
+            if running is not None and running.id == job_id and child.process.is_alive():
                 child.kill_reason = WorkerLostError(f"terminated by signal {signum}")
                 # Pool processes finish their task on SIGTERM (graceful stops); terminating a
                 # task must stop it now.

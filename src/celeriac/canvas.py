@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Keys ``clone`` replaces with merged copies, so it does not deep-copy them first.
 _MERGED_KEYS = frozenset({"args", "kwargs", "options"})
+#: Values a deep copy would return as they are: copied without the call.
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -182,7 +184,13 @@ class Signature(dict[str, Any], Generic[P, R]):
         # Subclasses with no subtask_type on the wire (xmap, chunks) keep their own class.
         cls = SIGNATURE_TYPES.get(kind, type(self)) if kind is not None else type(self)
         new = cls.__new__(cls)
-        dict.__init__(new, {k: v if k in skip else copy.deepcopy(v, memo) for k, v in self.items()})
+        dict.__init__(
+            new,
+            {
+                k: v if k in skip or type(v) in _ATOMIC else copy.deepcopy(v, memo)
+                for k, v in self.items()
+            },
+        )
         new._app, new._type = self._app, self._type
         for key, value in self.__dict__.items():
             if key not in ("_app", "_type"):

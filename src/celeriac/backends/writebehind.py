@@ -43,10 +43,16 @@ class WriteBehindStore(ResultStore):
     """
 
     def __init__(
-        self, inner: ResultStore, deliver: Callable[[list[Any]], None] | None = None
+        self,
+        inner: ResultStore,
+        deliver: Callable[[list[Any]], None] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         self.inner = inner
         self._deliver = deliver
+        #: True when the caller has nothing else to do: a write then goes out on its thread, as
+        #: the hand-off to the writer thread would only add to the result's latency.
+        self._idle = idle
         self.url = inner.url
         self.options: Mapping[str, Any] = inner.options
         self._cond = threading.Condition()
@@ -58,6 +64,12 @@ class WriteBehindStore(ResultStore):
 
     # -- queued ------------------------------------------------------------------------------------
     def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        if self._idle is not None and self._idle():
+            with self._cond:
+                if not self._items and not self._busy:
+                    self._check_open()
+                    self._write([(key, value, ttl)])
+                    return
         self._put((key, value, ttl))
 
     def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:

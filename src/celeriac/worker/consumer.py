@@ -102,6 +102,7 @@ class Consumer:
                     got = await self.loop.run_in_executor(
                         self._fetcher, self.transport.fetch, queues, room, FETCH_TIMEOUT
                     )
+                # A full batch suggests more are waiting; a short one, that the queue is empty.
                 backlog = bool(got)
             except OperationalError as exc:
                 backlog = False
@@ -121,6 +122,7 @@ class Consumer:
                 self.on_delivery(delivery)
             if got:
                 self.dispatch()
+                await asyncio.sleep(0)  # the jobs go to the pool before the next fetch
 
     def wake(self) -> None:
         self._room.set()

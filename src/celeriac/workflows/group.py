@@ -76,6 +76,14 @@ class group(Signature[Any, list[Any]]):
                 out.append(sig.clone(partial, partial_kwargs))
         return out
 
+    def flat_members(self) -> list[Signature[Any, Any]]:
+        """The member signatures themselves (nested groups flattened), not copies."""
+        out: list[Signature[Any, Any]] = []
+        for task in self.tasks:
+            sig = as_signature(task, self._app)
+            out.extend(sig.flat_members() if isinstance(sig, group) else [sig])
+        return out
+
     @property
     def kwargs_partial(self) -> dict[str, Any]:
         """Keyword arguments given to the group itself (beside its ``tasks``)."""
@@ -139,7 +147,12 @@ class group(Signature[Any, list[Any]]):
         merged.pop("group_index", None)
         callbacks = as_list(merged.pop("link", None))
         errbacks = as_list(merged.pop("link_error", None))
-        members = self.members(args, kwargs)
+        # Sending a task's signature does not change it: copies are needed only to add links or
+        # partial arguments (canvases inside the group are copied: sending them assigns ids).
+        members = self.flat_members()
+        plain = not (callbacks or errbacks or args or kwargs or self.args or self.kwargs_partial)
+        if not plain or any(type(sig) is not Signature for sig in members):
+            members = self.members(args, kwargs)
         if callbacks and members:
             for callback in callbacks:
                 members[0].link(as_signature(callback, app).clone().set(immutable=True))

@@ -76,8 +76,9 @@ def child_main(
     app = _load_app(app_ref)
     app._check_fork()
     signals.worker_process_init.send(sender=None)
-    send_now, report = _reporter(app, conn)
     pending: deque[Job | None] = deque()
+    waiting = _poller(conn)
+    send_now, report = _reporter(app, conn, lambda: not pending and not waiting())
     try:
         while not state["stop"]:
             if not pending:
@@ -101,15 +102,17 @@ def child_main(
 
 
 def _reporter(
-    app: Celery, conn: multiprocessing.connection.Connection
+    app: Celery, conn: multiprocessing.connection.Connection, idle: Callable[[], bool]
 ) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
     """How the process reports to the supervisor: ``(send_now, report)``.
 
     Starts go out at once (``send_now``): the supervisor acks an early-ack task when it starts,
     which frees its place in the prefetch window. Results are written behind when they can be
     (``report``): the next task does not wait for the previous result's round trip, and results
-    that pile up meanwhile go out as one batch. A report still reaches the supervisor only after
-    the results written before it landed, so an ack (acks_late) never precedes its result.
+    that pile up meanwhile go out as one batch. With no next job (``idle()``), a result is
+    written at once, which is quicker than the hand-off to the writer thread. A report still
+    reaches the supervisor only after the results written before it landed, so an ack
+    (acks_late) never precedes its result.
     """
     backend = app.backend
     if backend is None or hasattr(backend.store, "send_reply"):
@@ -125,7 +128,7 @@ def _reporter(
         with lock:
             conn.send(messages[0] if len(messages) == 1 else messages)
 
-    behind = WriteBehindStore(backend.store, deliver)
+    behind = WriteBehindStore(backend.store, deliver, idle)
     backend.store = behind
     return send_now, behind.report
 

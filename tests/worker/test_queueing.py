@@ -1,0 +1,127 @@
+"""How many jobs wait where: the prefork pool's per-process queues and the prefetch window."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from celeriac import Celery
+from celeriac.contrib.testing import start_worker
+from celeriac.worker.job import Job, JobResult
+from celeriac.worker.pools.base import PoolOptions
+from celeriac.worker.pools.prefork import MAX_SHORT_DEPTH, SHORT_TASK, PreforkPool, _Child
+
+from support.waiting import wait_for
+
+
+def _job(name: str, i: int = 0) -> Job:
+    return Job(f"{name}-{i}", name, [], {}, {}, {}, {}, {}, "h")
+
+
+def _pool(depth: int) -> tuple[PreforkPool, _Child]:
+    options = PoolOptions(concurrency=1, hostname="h", process_queue_depth=depth)
+    pool = PreforkPool(Celery("q", broker="memory://queueing"), options, _noop, _noop)
+    process = type("FakeProcess", (), {"pid": 4242})()
+    child = _Child(process=process, conn=None, waiting=lambda: False)  # type: ignore[arg-type]
+    pool._children.append(child)
+    return pool, child
+
+
+def _noop(*args: Any) -> None:
+    pass
+
+
+def _fill(pool: PreforkPool, child: _Child, name: str) -> int:
+    """Queue jobs of *name* in *child* while the pool has room; return how many it took."""
+    taken = 0
+    while pool._room(child) > 0:
+        child.jobs.append(_job(name, taken))
+        taken += 1
+    return taken
+
+
+def test_unknown_task_queues_at_most_two_jobs_in_a_process() -> None:
+    pool, child = _pool(depth=2)
+    assert _fill(pool, child, "t.new") == 2
+
+
+def test_short_tasks_queue_deeper() -> None:
+    pool, child = _pool(depth=2)
+    pool._runtime["t.short"] = SHORT_TASK / 10
+    assert _fill(pool, child, "t.short") == MAX_SHORT_DEPTH
+
+
+def test_a_long_job_closes_the_queue_behind_it() -> None:
+    pool, child = _pool(depth=2)
+    pool._runtime["t.short"] = SHORT_TASK / 10
+    pool._runtime["t.long"] = 5.0
+    child.jobs.extend([_job("t.short", 1), _job("t.short", 2), _job("t.long")])
+    assert pool._room(child) == 0
+    child.jobs.clear()
+    child.jobs.extend([_job("t.short", 1), _job("t.unknown")])  # no history: not short
+    assert pool._room(child) == 0
+
+
+def test_fair_scheduling_queues_one_job_even_when_short() -> None:
+    pool, child = _pool(depth=1)
+    pool._runtime["t.short"] = SHORT_TASK / 10
+    assert _fill(pool, child, "t.short") == 1
+
+
+def test_run_times_are_learned_from_results() -> None:
+    pool, child = _pool(depth=2)
+    job = _job("t.learn")
+    child.jobs.append(job)
+    child.started = 1
+    pool._job_finished(child, JobResult(job.id, "SUCCESS", runtime=0.0001))
+    assert pool._runtime["t.learn"] == pytest.approx(0.0001)
+    assert _fill(pool, child, "t.learn") == MAX_SHORT_DEPTH
+
+
+def test_results_of_jobs_never_started_are_refused() -> None:
+    pool, child = _pool(depth=2)
+    child.jobs.append(_job("t.x"))
+    pool._job_finished(child, JobResult("t.x-0", "SUCCESS"))  # no start was reported
+    assert len(child.jobs) == 1
+
+
+def test_a_task_acked_when_it_started_leaves_the_prefetch_window(app: Celery) -> None:
+    """As with Celery's prefetch count, the window bounds unacked messages: with a window of
+    one, a running (early-acked) task does not stop the worker from reserving the next."""
+    release = threading.Event()
+
+    @app.task
+    def hold() -> str:
+        release.wait(10)
+        return "held"
+
+    first = hold.delay()
+    second = hold.delay()
+    with start_worker(app, pool="threads", concurrency=1, prefetch_multiplier=1):
+        # The first runs; the second is reserved by the worker, not left in the broker.
+        wait_for(lambda: app.transport.queue_length("celery") == 0, timeout=10)
+        assert not second.ready()
+        release.set()
+        assert first.get(timeout=10) == "held"
+        assert second.get(timeout=10) == "held"
+
+
+def test_late_ack_tasks_keep_their_place_in_the_window(app: Celery) -> None:
+    release = threading.Event()
+
+    @app.task(acks_late=True)
+    def hold_late() -> str:
+        release.wait(10)
+        return "held"
+
+    first = hold_late.delay()
+    second = hold_late.delay()
+    with start_worker(app, pool="threads", concurrency=1, prefetch_multiplier=1):
+        wait_for(lambda: app.transport.queue_length("celery") == 1, timeout=10)
+        threading.Event().wait(0.5)
+        assert app.transport.queue_length("celery") == 1  # the running one fills the window
+        release.set()
+        assert first.get(timeout=10) == "held"
+        assert second.get(timeout=10) == "held"

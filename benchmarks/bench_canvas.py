@@ -6,7 +6,7 @@
 Each implementation's client drives its own worker (a process this script starts and stops).
 
 Run: .venv/bin/python benchmarks/bench_canvas.py [--group 10000] [--chord 1000]
-     [--pool threads] [--concurrency 4]
+     [--pool prefork] [--concurrency 2]
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", type=int, default=10_000)
     parser.add_argument("--chord", type=int, default=1_000)
-    parser.add_argument("--pool", default="threads")
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pool", default="prefork")
+    parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
     url = f"{REDIS}/{DB}"
     root = project()

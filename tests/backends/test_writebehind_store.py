@@ -146,3 +146,50 @@ def test_close_writes_what_is_queued_and_refuses_more(recording: Recording) -> N
     assert recording.get("queued") == b"v"
     with pytest.raises(RuntimeError, match="closed"):
         store.set("after", b"v", None)
+
+
+def test_chord_parts_are_counted_behind_the_writes_before_them(recording: Recording) -> None:
+    seen: list[tuple[list[bytes] | None, bytes | None, str]] = []
+    delivered: list[list[str]] = []
+
+    def then(parts: list[bytes] | None) -> None:
+        seen.append((parts, recording.get("result-2"), threading.current_thread().name))
+
+    store = WriteBehindStore(recording, delivered.append)
+    store.chord_init("g", 2, None)
+    store.chord_part_then("g", "t1", 0, b"one", None, then)  # nothing queued: counted here
+    assert seen == [(None, None, threading.current_thread().name)]
+    recording.gate.clear()
+    store.set("first", b"x", None)
+    wait_for(lambda: store._busy, timeout=5, what="writer busy")
+    store.set("result-2", b"2", None)
+    store.chord_part_then("g", "t2", 1, b"two", None, then)
+    store.report("ack-t2")
+    assert len(seen) == 1 and not delivered  # held behind the writes
+    recording.gate.set()
+    store.flush()
+    # The last part completes the chord, after t2's result landed and before t2's report.
+    assert seen[1] == ([b"one", b"two"], b"2", "celeriac-results")
+    assert delivered == [["ack-t2"]]
+    store.close()
+
+
+def test_idle_caller_writes_on_its_own_thread(recording: Recording) -> None:
+    writers: dict[str, str] = {}
+    write = recording.set
+
+    def record_thread(key: str, value: bytes, ttl: float | None) -> None:
+        writers[key] = threading.current_thread().name
+        write(key, value, ttl)
+
+    recording.set = record_thread  # type: ignore[method-assign]
+    idle = threading.Event()
+    store = WriteBehindStore(recording, idle=idle.is_set)
+    idle.set()
+    store.set("now", b"v", None)
+    assert writers == {"now": threading.current_thread().name}  # written before set() returned
+    idle.clear()
+    store.set("later", b"v", None)
+    store.flush()
+    assert writers["later"] == "celeriac-results"
+    store.close()

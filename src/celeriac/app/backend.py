@@ -207,27 +207,31 @@ class ResultBackend:
         raws = self.store.get_many([task_key(t) for t in task_ids])
         return [self._meta_from(t, raw) for t, raw in zip(task_ids, raws, strict=True)]
 
-    def _metas_after_wake(self, task_ids: list[str], pushed: dict[str, bytes]) -> list[Meta]:
-        """Metas of *task_ids*, from values that came with the notification where they are
-        ready (one round trip less for a single result), else read from the store."""
-        if not pushed:
-            return self.get_many_meta(task_ids)
-        metas: list[Meta | None] = []
-        missing: list[int] = []
-        for i, task_id in enumerate(task_ids):
-            meta = self._ready_meta(task_id, pushed.get(task_key(task_id)))
-            if meta is None:
-                missing.append(i)
-            metas.append(meta)
-        if missing:
-            for i, meta in zip(
-                missing, self.get_many_meta([task_ids[i] for i in missing]), strict=True
-            ):
-                metas[i] = meta
-        return [m for m in metas if m is not None]
+    def _ready_metas(
+        self,
+        task_ids: Sequence[str],
+        pending: dict[str, list[int]],
+        pushed: dict[str, bytes] | None,
+    ) -> list[tuple[str, Meta]]:
+        """(key, meta) of the pending results now ready: from the values *pushed* with their
+        notifications, or, with None, read from the store."""
+        out: list[tuple[str, Meta]] = []
+        if pushed is None:
+            keys = list(pending)
+            ids = [task_ids[pending[key][0]] for key in keys]
+            for key, meta in zip(keys, self.get_many_meta(ids), strict=True):
+                if meta["status"] in states.READY_STATES:
+                    out.append((key, meta))
+            return out
+        for key, raw in pushed.items():
+            where = pending.get(key)
+            ready = None if where is None else self._ready_meta(task_ids[where[0]], raw)
+            if ready is not None:
+                out.append((key, ready))
+        return out
 
     def _ready_meta(self, task_id: str, raw: bytes | None) -> Meta | None:
-        """The meta in a pushed value when it is a ready one; otherwise the store decides."""
+        """The meta in a pushed value when it is a ready one, else None."""
         if raw is None:
             return None
         try:
@@ -249,24 +253,22 @@ class ResultBackend:
     ) -> list[Meta]:
         """Block until every task in *task_ids* is ready.
 
-        Each wake-up re-reads only the tasks not ready yet, and for big sets wake-ups are spaced
-        a little so that a stream of single writes costs linear, not quadratic, work.
+        Every result is read once after the watch starts; after that, a wake-up that brought the
+        written values (Redis: a result's PUBLISH carries it) costs only those values, else the
+        tasks not ready yet are read again. For big sets wake-ups are spaced a little so that a
+        stream of single writes costs linear, not quadratic, work.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        keys = [task_key(t) for t in task_ids]
         found: list[Meta | None] = [None] * len(task_ids)
-        pending = list(range(len(task_ids)))
-        with self.store.watch(keys) as watch:
-            pushed: dict[str, bytes] = {}
+        pending: dict[str, list[int]] = {}  # key -> where it is in task_ids (ids may repeat)
+        for i, task_id in enumerate(task_ids):
+            pending.setdefault(task_key(task_id), []).append(i)
+        with self.store.watch(list(pending)) as watch:
+            pushed: dict[str, bytes] | None = None  # None: read every pending result
             while True:
-                metas = self._metas_after_wake([task_ids[i] for i in pending], pushed)
-                still = []
-                for i, meta in zip(pending, metas, strict=True):
-                    if meta["status"] in states.READY_STATES:
+                for key, meta in self._ready_metas(task_ids, pending, pushed):
+                    for i in pending.pop(key):
                         found[i] = meta
-                    else:
-                        still.append(i)
-                pending = still
                 if not pending:
                     return [m for m in found if m is not None]
                 remaining = None if deadline is None else deadline - time.monotonic()

@@ -30,10 +30,12 @@ class Watch(ABC):
     def close(self) -> None:
         """Stop watching."""
 
-    def take_values(self) -> dict[str, bytes]:
-        """Values written to watched keys that came with their notification (key → value), taken
-        once; empty where notifications carry no values. Saves re-reading those keys."""
-        return {}
+    def take_values(self) -> dict[str, bytes] | None:
+        """The values written to watched keys since the last call, each taken once (key →
+        value), when every write came with its value: then a key not listed was not written.
+        None where notifications carry no values or some may have been missed (the caller
+        reads the keys again)."""
+        return None
 
     def __enter__(self) -> Watch:
         return self

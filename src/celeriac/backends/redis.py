@@ -93,6 +93,8 @@ class _RedisWatch(Watch):
         self.fired = False
         #: Values published with the notifications (a result's PUBLISH carries the value).
         self.values: dict[str, bytes] = {}
+        #: Set when the connection was lost: writes meanwhile came without notification.
+        self.missed = False
         self._closed = False
 
     def wait(self, timeout: float | None) -> bool:
@@ -102,10 +104,11 @@ class _RedisWatch(Watch):
             fired, self.fired = self.fired, False
             return bool(ok and fired)
 
-    def take_values(self) -> dict[str, bytes]:
+    def take_values(self) -> dict[str, bytes] | None:
         with self._hub.cond:
             values, self.values = self.values, {}
-        return values
+            missed, self.missed = self.missed, False
+        return None if missed else values
 
     def close(self) -> None:
         if not self._closed:
@@ -287,6 +290,7 @@ class _PubSubHub:
             for group in self._watches.values():
                 for watch in group:
                     watch.fired = True
+                    watch.missed = True
             self._requests.append(("ping", str(self._barrier_asked)))
             self.cond.notify_all()
 

@@ -2,7 +2,8 @@
 
 A pool process wraps its store in :class:`WriteBehindStore` so running the next task does not wait
 for the previous result's round trip; under load, the results that piled up meanwhile are written
-in one batch. Order is kept: every read, chord operation or delete first waits for the writes
+in one batch. Chord parts are counted behind the writes the same way (``chord_part_then``).
+Order is kept: every read, chord operation or delete first waits for the writes
 queued before it, and :meth:`WriteBehindStore.report` hands a message (the pool process telling
 the supervisor a task finished, which may ack it) to ``deliver`` only after the writes queued
 before it landed; the reports of one batch are delivered together.
@@ -32,7 +33,15 @@ class _Report:
         self.message = message
 
 
-_Item = _Write | _Report
+class _ChordPart:
+    __slots__ = ("args", "then")
+
+    def __init__(self, args: tuple[Any, ...], then: Callable[[list[bytes] | None], None]) -> None:
+        self.args = args
+        self.then = then
+
+
+_Item = _Write | _Report | _ChordPart
 
 
 class WriteBehindStore(ResultStore):
@@ -124,6 +133,27 @@ class WriteBehindStore(ResultStore):
         self.flush()
         self.inner.chord_grow(group_id, delta, ttl)
 
+    def chord_part_then(
+        self,
+        group_id: str,
+        task_id: str,
+        index: int,
+        value: bytes,
+        ttl: float | None,
+        then: Callable[[list[bytes] | None], None],
+    ) -> None:
+        """Count a chord part (as ``chord_part``) once the writes queued before it landed, and
+        call ``then`` with what it returned: here and now when nothing is queued and the caller
+        is idle, else on the writer thread. The task need not wait for the round trip."""
+        args = (group_id, task_id, index, value, ttl)
+        with self._cond:
+            self._check_open()
+            if not self._items and not self._busy and (self._idle is None or self._idle()):
+                then(self.inner.chord_part(*args))
+                return
+            self._items.append(_ChordPart(args, then))
+            self._cond.notify()
+
     def chord_part(self, *args: Any, **kwargs: Any) -> Any:
         # The counter must not count this task before its result is readable.
         self.flush()
@@ -179,6 +209,13 @@ class WriteBehindStore(ResultStore):
         writes = [item for item in batch if isinstance(item, tuple)]
         for start in range(0, len(writes), BATCH_LIMIT):
             self._write(writes[start : start + BATCH_LIMIT])
+        # Chord parts next: a report (which may ack the task) must follow its part's count.
+        for item in batch:
+            if isinstance(item, _ChordPart):
+                try:
+                    item.then(self.inner.chord_part(*item.args))
+                except Exception:
+                    logger.exception("counting chord %s part %s failed", *item.args[:2])
         reports = [item.message for item in batch if isinstance(item, _Report)]
         if reports and self._deliver is not None:
             try:

@@ -265,6 +265,7 @@ class AMQPTransport(Transport):
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
     max_priority: ClassVar[int] = 255
+    ack_delay: ClassVar[float] = 0.0  # unsent acks count against the channel's prefetch
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)

@@ -54,6 +54,10 @@ class Outbox:
         self._cond = threading.Condition()
         self._unconfirmed = 0
         self._queue: deque[_Item] = deque()  # loop side: waiting to be sent
+        #: Caller side: handed over, not yet moved to ``_queue``. One wake-up of the loop serves
+        #: every batch put while it is pending (a wake-up is a write to the loop's pipe).
+        self._incoming: deque[list[_Item]] = deque()
+        self._wake_pending = False
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -77,8 +81,10 @@ class Outbox:
                 )
             self._unconfirmed += n
         give_up = time.monotonic() + GIVE_UP_AFTER
-        batch = [_Item(o, p, give_up) for o, p in zip(items, props, strict=True)]
-        self._link.runner.loop.call_soon_threadsafe(self._enqueue, batch)
+        self._incoming.append([_Item(o, p, give_up) for o, p in zip(items, props, strict=True)])
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._link.runner.loop.call_soon_threadsafe(self._enqueue)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything handed over so far is confirmed (or given up on)."""
@@ -91,8 +97,12 @@ class Outbox:
             self._cond.notify_all()
 
     # -- the loop --------------------------------------------------------------------------------
-    def _enqueue(self, batch: list[_Item]) -> None:
-        self._queue.extend(batch)
+    def _enqueue(self) -> None:
+        # Cleared before taking: a batch put from now on either is taken here or wakes us again.
+        self._wake_pending = False
+        incoming = self._incoming
+        while incoming:
+            self._queue.extend(incoming.popleft())
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run())
 

@@ -9,6 +9,7 @@ py-amqp does, and only the rest of the properties are left to pamqp.
 from __future__ import annotations
 
 import datetime
+import functools
 import struct
 from collections.abc import Mapping
 from decimal import Decimal
@@ -38,18 +39,33 @@ _DOUBLE = struct.Struct(">d")
 _LONG = struct.Struct(">I")
 
 
+_INT32 = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
+
+
 def _int(value: int) -> bytes:
     # py-amqp's choice: a 32-bit int when it fits, else a signed 64-bit one.
     if -2147483648 <= value <= 2147483647:
-        return b"I" + struct.pack(">i", value)
+        return b"I" + _INT32.pack(value)
     if -9223372036854775808 <= value <= 9223372036854775807:
-        return b"l" + struct.pack(">q", value)
+        return b"l" + _INT64.pack(value)
     raise TypeError(f"integer {value} does not fit in 64 bits")
 
 
 def _value(value: Any) -> bytes:
+    kind = type(value)
+    # The common cases first, by exact type (a header table is encoded per message sent).
+    if kind is str:
+        raw: bytes = value.encode("utf-8", "surrogatepass")
+        return b"S" + _LONG.pack(len(raw)) + raw
     if value is None:
         return b"V"
+    if kind is int:
+        return _int(value)
+    return _other_value(value)
+
+
+def _other_value(value: Any) -> bytes:
     if isinstance(value, bool):
         return b"t" + (b"\x01" if value else b"\x00")
     if isinstance(value, int):
@@ -74,15 +90,20 @@ def _value(value: Any) -> bytes:
     raise TypeError(f"{type(value).__name__} value {value!r} cannot go in an AMQP header table")
 
 
+@functools.lru_cache(maxsize=512)
+def _field_name(key: str) -> bytes:
+    name = str(key).encode("utf-8")
+    if len(name) > 255:
+        raise TypeError(f"header name {key!r} is longer than 255 bytes")
+    return bytes((len(name),)) + name
+
+
 def encode_table(table: Mapping[str, Any]) -> bytes:
     """An AMQP field table, py-amqp style (floats as doubles)."""
     parts = []
     for key, value in table.items():
-        name = str(key).encode("utf-8")
-        if len(name) > 255:
-            raise TypeError(f"header name {key!r} is longer than 255 bytes")
         try:
-            parts.append(bytes((len(name),)) + name + _value(value))
+            parts.append(_field_name(key) + _value(value))
         except TypeError as exc:
             raise TypeError(f"header {key!r}: {exc}") from exc
     body = b"".join(parts)

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker.consumer")
 
 FETCH_TIMEOUT = 1.0
-#: Acks wait at most this long (or until ACK_BATCH are pending) so they go out in batches.
-ACK_DELAY = 0.005
+#: Acks wait at most the transport's ``ack_delay`` (or until ACK_BATCH are pending) so they go out
+#: in batches.
 ACK_BATCH = 64
 #: At most this many ETA messages are held in memory; more are parked in the broker.
 MAX_HELD_ETA = 1000
@@ -344,7 +344,7 @@ class Consumer:
             self._flush_acks()
         elif self._ack_timer is None:
             assert self.loop is not None
-            self._ack_timer = self.loop.call_later(ACK_DELAY, self._flush_acks)
+            self._ack_timer = self.loop.call_later(self.transport.ack_delay, self._flush_acks)
 
     def _flush_acks(self) -> None:
         if self._ack_timer is not None:

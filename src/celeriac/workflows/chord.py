@@ -332,12 +332,32 @@ def on_chord_part_return(app: Celery, request: Any, state: str, result: Any) -> 
         else result
     )
     value = backend.encode([1, request.id, state, encoded])  # type: ignore[arg-type]
-    parts = backend.store.chord_part(
-        gid, str(request.id), int(request.group_index or 0), value, backend.expires
-    )
-    if parts is None:
-        return
-    body_sig = as_signature(body, app)
+    part = (gid, str(request.id), int(request.group_index or 0), value, backend.expires)
+    parent_id, root_id = request.id, request.root_id or request.id
+
+    def complete(parts: list[bytes] | None) -> None:
+        if parts is not None:
+            _send_body(app, backend, gid, as_signature(body, app), parts, parent_id, root_id)
+
+    store = backend.store
+    count_behind = getattr(store, "chord_part_then", None)
+    if count_behind is not None:
+        # A pool process counts behind its result writes; the last part sends the body there.
+        count_behind(*part, complete)
+    else:
+        complete(store.chord_part(*part))
+
+
+def _send_body(
+    app: Celery,
+    backend: ResultBackend,
+    gid: str,
+    body_sig: Signature[Any, Any],
+    parts: list[bytes],
+    parent_id: str,
+    root_id: str,
+) -> None:
+    """The chord is complete: send its body with the header's values (or fail it)."""
     try:
         try:
             values = [_unpack_part(backend, raw) for raw in parts]
@@ -345,9 +365,7 @@ def on_chord_part_return(app: Celery, request: Any, state: str, result: Any) -> 
             chord_error_from_stack(app, body_sig, exc)
             return
         try:
-            body_sig.apply_async(
-                (values,), parent_id=request.id, root_id=request.root_id or request.id
-            )
+            body_sig.apply_async((values,), parent_id=parent_id, root_id=root_id)
         except Exception as exc:
             logger.exception("chord %s: sending the body failed", gid)
             chord_error_from_stack(app, body_sig, ChordError(f"Callback error: {exc!r}"))

@@ -4,6 +4,7 @@ Celery-built signature dicts read back as the right classes."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,50 @@ def test_celery_built_signatures_are_read(tasks: Tasks) -> None:
     ours_chord = signature(json.loads(json.dumps(cases["chord"])), app=tasks.app)
     assert isinstance(ours_chord, chord) and ours_chord.body is not None
     assert [t.task for t in ours_chord.tasks] == ["canvas.add", "canvas.add"]
+
+
+def _normalized(call: list[Outgoing]) -> list[tuple[Any, ...]]:
+    """The messages of one publish call with their ids replaced by their position."""
+    out = []
+    for item in call:
+        m = item.message
+        ids = {m.headers["id"]: "task", m.headers["group"]: "group"}
+        headers = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in m.headers.items()}
+        props = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in m.properties.items()}
+        out.append((item.exchange, item.routing_key, headers, props, json.loads(m.body)))
+    return out
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda t: group(t.add.s(i, i) for i in range(5)), id="plain"),
+        pytest.param(
+            lambda t: group(
+                t.add.s(i, y=1) if i != 2 else t.add.s(1.5, y={"x": 1}) for i in range(5)
+            ),
+            id="one-member-needs-the-full-encoder",
+        ),
+        pytest.param(
+            lambda t: chord((t.add.s(i, i) for i in range(4)), t.tsum.s()), id="chord-header"
+        ),
+    ],
+)
+def test_group_members_built_from_the_first_message_match_the_usual_path(
+    tasks: Tasks, recorder: Recorder, monkeypatch: pytest.MonkeyPatch, make: Any
+) -> None:
+    make(tasks).apply_async(expires=60, priority=3)
+    fast = recorder.calls.pop()
+    module = sys.modules["celeriac.workflows.group"]  # the package exports the class by that name
+    monkeypatch.setattr(module, "send_siblings", lambda *a, **k: None)
+    make(tasks).apply_async(expires=60, priority=3)
+    usual = recorder.calls.pop()
+    assert len({item.message.headers["id"] for item in fast}) == len(fast)
+    fast_view, usual_view = _normalized(fast), _normalized(usual)
+    for a, b in zip(fast_view, usual_view, strict=True):
+        # expires is computed per message: equal to the second, not to the microsecond
+        a[2]["expires"] = b[2]["expires"] = None
+        a[3].pop("expiration", None), b[3].pop("expiration", None)
+        if a[4][2].get("chord"):
+            a[4][2]["chord"]["options"] = b[4][2]["chord"]["options"] = None  # frozen body ids
+        assert a == b

@@ -66,6 +66,14 @@ _pending_batch: ContextVar[list[Outgoing] | None] = ContextVar(
 )
 
 
+def pending_batch() -> list[Outgoing]:
+    """The messages held back by the innermost ``publish_batch`` block (which must be open)."""
+    batch = _pending_batch.get()
+    if batch is None:
+        raise RuntimeError("pending_batch() outside a publish_batch() block")
+    return batch
+
+
 def current_app() -> Celery:
     """The app most recently created or ``set_current()``-ed (a default one if none exists)."""
     global _default

@@ -108,6 +108,11 @@ class Router:
         self._static = all(isinstance(r, MapRoute) for r in self.routers)
         self._cache: dict[str, Route | None] = {}
 
+    @property
+    def static(self) -> bool:
+        """True when routes depend on the task name only (not on arguments or options)."""
+        return self._static
+
     def route(
         self, name: str, args: Any = (), kwargs: Any = None, options: Any = None, task: Any = None
     ) -> Route | None:

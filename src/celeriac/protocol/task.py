@@ -192,6 +192,48 @@ def build_v2(req: TaskRequest) -> Message:
     return Message(body, headers, properties, content_type, content_encoding)
 
 
+def sibling_v2(
+    message: Message,
+    embed: dict[str, Any],
+    task_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    group_index: int | None,
+) -> Message | None:
+    """A message for another call of the task *message* calls, differing only in id, arguments
+    and group index (the members of a group): what :func:`build_v2` would build for it, without
+    rebuilding what they share. *embed* is *message*'s (from :func:`json_embed`). None when the
+    arguments need the full encoder (values other than strings, small ints, bools and None):
+    use :func:`build_v2`."""
+    if not _plain_values(args, kwargs):
+        return None
+    body = orjson.dumps([args, kwargs, embed])
+    headers = message.headers
+    new_headers = dict(headers)
+    new_headers["id"] = task_id
+    if headers.get("root_id") == headers.get("id"):
+        new_headers["root_id"] = task_id
+    new_headers["group_index"] = group_index
+    new_headers["argsrepr"] = safe_repr(tuple(args))
+    new_headers["kwargsrepr"] = safe_repr(kwargs)
+    properties = dict(message.properties)
+    properties["correlation_id"] = task_id
+    return Message(body, new_headers, properties, message.content_type, message.content_encoding)
+
+
+def json_embed(message: Message) -> dict[str, Any] | None:
+    """The embedded part of a JSON body without compression, which :func:`sibling_v2` can
+    reuse; None for any other message."""
+    if message.content_type != "application/json" or "compression" in message.headers:
+        return None
+    try:
+        body = orjson.loads(message.body)
+    except orjson.JSONDecodeError:
+        return None
+    embed = body[2] if isinstance(body, list) and len(body) == 3 else None
+    return embed if isinstance(embed, dict) else None
+
+
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 _INT64 = 2**63
 
@@ -203,11 +245,15 @@ def _plain_json_body(
     None and nothing is embedded (the common ``delay(...)``); None means use the full encoder."""
     if embed["callbacks"] or embed["errbacks"] or embed["chain"] or embed["chord"]:
         return None
+    return orjson.dumps([args, kwargs, embed]) if _plain_values(args, kwargs) else None
+
+
+def _plain_values(args: list[Any], kwargs: dict[str, Any]) -> bool:
     for value in (*args, *kwargs.values()):
         kind = type(value)
         if kind not in _PLAIN_TYPES or (kind is int and not -_INT64 <= value < _INT64):
-            return None
-    return orjson.dumps([args, kwargs, embed])
+            return False
+    return True
 
 
 @dataclass(slots=True)

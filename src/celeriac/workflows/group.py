@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from celeriac.app.base import pending_batch
 from celeriac.app.context import current_request
 from celeriac.canvas import SIGNATURE_TYPES, Signature
 from celeriac.result import GroupResult
 from celeriac.workflows._common import app_of, as_list, as_signature, is_eager, new_id
+from celeriac.workflows.siblings import send_siblings
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -158,14 +160,20 @@ class group(Signature[Any, list[Any]]):
                 members[0].link(as_signature(callback, app).clone().set(immutable=True))
         if chord_body is not None:
             merged["chord"] = chord_body
-        results = []
+        results: list[Any] | None = None
         with app.publish_batch():
-            for index, sig in enumerate(members):
-                for errback in errbacks:
-                    sig.link_error(as_signature(errback, app))
-                results.append(
-                    sig.apply_async(group_id=gid, group_index=index, add_to_parent=False, **merged)
-                )
+            if plain:
+                results = send_siblings(app, members, pending_batch(), gid, merged)
+            if results is None:
+                results = []
+                for index, sig in enumerate(members):
+                    for errback in errbacks:
+                        sig.link_error(as_signature(errback, app))
+                    results.append(
+                        sig.apply_async(
+                            group_id=gid, group_index=index, add_to_parent=False, **merged
+                        )
+                    )
         result = GroupResult(gid, results, app=app)
         parent = current_request.get() if add_to_parent else None
         if parent is not None and parent.id:

@@ -12,7 +12,7 @@ import pytest
 from celeriac.exceptions import TimeLimitExceeded
 
 from support.waiting import wait_for
-from support.workerproc import Project, child_pids, count
+from support.workerproc import Project, child_pids, count, stop
 
 pytestmark = pytest.mark.slow
 
@@ -132,6 +132,25 @@ def test_no_message_lost_or_duplicated_under_load(project: Project) -> None:
     runs = project.executions()
     assert len(runs) == n
     assert len(set(runs)) == n
+
+
+def test_prefork_without_a_result_backend_runs_every_task_once(tmp_path: Path) -> None:
+    """No result store: a pool process reports a result together with its next start."""
+    project = Project(tmp_path)
+    project.env["T_BACKEND"] = ""  # no result store at all
+    app = project.app
+    assert app.backend is None
+    mark = app.tasks["proj.mark"]
+    n = 500
+    with project.worker("-P", "prefork", "-c", "2") as worker:
+        for i in range(n):
+            mark.delay(f"nb{i}")
+        wait_for(lambda: len(project.executions()) >= n, timeout=60, what="every task ran")
+        time.sleep(0.5)  # a duplicate would show up meanwhile
+        # A warm shutdown waits for every result: it ends at once only if all were reported.
+        assert stop(worker, timeout=10) == 0
+    runs = project.executions()
+    assert sorted(runs) == sorted(f"nb{i}" for i in range(n))
 
 
 def test_idle_worker_uses_almost_no_cpu(project: Project) -> None:

@@ -122,7 +122,6 @@ class Consumer:
                 self.on_delivery(delivery)
             if got:
                 self.dispatch()
-                await asyncio.sleep(0)  # the jobs go to the pool before the next fetch
 
     def wake(self) -> None:
         self._room.set()
@@ -258,6 +257,7 @@ class Consumer:
                 continue
             self.active[request.id] = request
             pool.submit(request.job)
+        pool.flush()  # the jobs go out now, not after whatever the loop does next (a fetch)
         if self._room_left() > 0:
             self._room.set()
 

@@ -67,6 +67,10 @@ class Pool(ABC):
     def submit(self, job: Job) -> None:
         """Run *job*; callbacks report its start and end."""
 
+    def flush(self) -> None:  # noqa: B027 - a hook: most pools hand each job over at once
+        """Hand over jobs submitted so far that the pool batches (prefork sends each process's
+        jobs as one message once the submitting code is done)."""
+
     @abstractmethod
     async def stop(self, graceful: bool) -> None:
         """Stop. Graceful: wait for running jobs. Not graceful: end them now (they are reported

@@ -78,7 +78,8 @@ def child_main(
     signals.worker_process_init.send(sender=None)
     pending: deque[Job | None] = deque()
     waiting = _poller(conn)
-    send_now, report = _reporter(app, conn, lambda: not pending and not waiting())
+    send_now, report, behind = _reporter(app, conn, lambda: not pending and not waiting())
+    held: JobResult | None = None  # a result to send with the next start: one message for both
     try:
         while not state["stop"]:
             if not pending:
@@ -90,21 +91,31 @@ def child_main(
             state["busy"] = True  # from here SIGTERM waits for the job's result to be sent
             if state["stop"]:
                 break
-            send_now(job.id)
+            send_now(job.id if held is None else [held, job.id])
+            held = None
             with soft_limit_alarm(job.soft_time_limit):
                 result = run_job(app, job)
             result.rss_kb = current_rss_kb()
-            report(result)
+            if not behind and pending and pending[0] is not None:
+                held = result  # the next job starts right away
+            else:
+                report(result)
             state["busy"] = False
     finally:
+        if held is not None:
+            try:
+                send_now(held)
+            except OSError:
+                pass  # the supervisor is gone
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
         app.close()
 
 
 def _reporter(
     app: Celery, conn: multiprocessing.connection.Connection, idle: Callable[[], bool]
-) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
-    """How the process reports to the supervisor: ``(send_now, report)``.
+) -> tuple[Callable[[Any], None], Callable[[Any], None], bool]:
+    """How the process reports to the supervisor: ``(send_now, report, behind)``, *behind*
+    telling whether results are written behind.
 
     Starts go out at once (``send_now``): the supervisor acks an early-ack task when it starts,
     which frees its place in the prefetch window. Results are written behind when they can be
@@ -116,7 +127,8 @@ def _reporter(
     """
     backend = app.backend
     if backend is None or hasattr(backend.store, "send_reply"):
-        return conn.send, conn.send  # no results, or rpc:// replies that travel with the broker
+        # No results, or rpc:// replies that travel with the broker.
+        return conn.send, conn.send, False
     lock = threading.Lock()  # the writer thread sends on the pipe too
 
     def send_now(message: Any) -> None:
@@ -130,7 +142,7 @@ def _reporter(
 
     behind = WriteBehindStore(backend.store, deliver, idle)
     backend.store = behind
-    return send_now, behind.report
+    return send_now, behind.report, True
 
 
 def _receive(conn: multiprocessing.connection.Connection, pending: deque[Job | None]) -> None:
@@ -265,6 +277,11 @@ class PreforkPool(Pool):
             self.loop.call_soon(self._send_outbox, child)
         child.outbox.append(job)
         self._check_recycle_quota(child)
+
+    def flush(self) -> None:
+        for child in self._children:
+            if child.outbox:
+                self._send_outbox(child)
 
     def _send_outbox(self, child: _Child) -> None:
         batch, child.outbox = child.outbox, []

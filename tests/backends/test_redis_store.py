@@ -179,68 +179,62 @@ def test_a_notification_carries_the_value(make_store: Callable[[], ResultStore])
         assert watch.take_values() == {}  # taken once
 
 
-def test_waiting_for_a_result_uses_the_published_value(redis_url: str) -> None:
+@pytest.fixture
+def reading_backend(redis_url: str) -> Iterator[tuple[Any, list[list[str]]]]:
+    """A Redis result backend, and the ids of each read of results it makes."""
     from celeriac import Celery
 
     app = Celery("push", broker="memory://", backend=redis_url, set_as_current=False)
-    try:
-        backend = app.backend
-        assert backend is not None
-        reads: list[list[str]] = []
-        original = backend.get_many_meta
+    backend = app.backend
+    assert backend is not None
+    reads: list[list[str]] = []
+    original = backend.get_many_meta
 
-        def counting(task_ids: Any) -> Any:
-            reads.append(list(task_ids))
-            return original(task_ids)
+    def counting(task_ids: Any) -> Any:
+        reads.append(list(task_ids))
+        return original(task_ids)
 
-        backend.get_many_meta = counting  # type: ignore[method-assign]
-        threading.Timer(0.3, lambda: backend.store_result("t-1", 42, "SUCCESS")).start()
-        assert backend.wait_for("t-1", timeout=10)["result"] == 42
-        assert reads == [["t-1"]]  # the read before waiting; the value came with the PUBLISH
-    finally:
-        app.close()
+    backend.get_many_meta = counting  # type: ignore[method-assign]
+    yield backend, reads
+    app.close()
 
 
-def test_waiting_for_many_reads_each_result_once(redis_url: str, raw: redis.Redis) -> None:
+def test_waiting_for_a_result_uses_the_published_value(
+    reading_backend: tuple[Any, list[list[str]]],
+) -> None:
+    backend, reads = reading_backend
+    threading.Timer(0.3, lambda: backend.store_result("t-1", 42, "SUCCESS")).start()
+    assert backend.wait_for("t-1", timeout=10)["result"] == 42
+    assert reads == [["t-1"]]  # the read before waiting; the value came with the PUBLISH
+
+
+def test_waiting_for_many_reads_each_result_once(
+    reading_backend: tuple[Any, list[list[str]]], raw: redis.Redis
+) -> None:
     """Results that arrive one by one come with their PUBLISH: the ones still running are not
     read again on every wake-up, unless the notification connection was lost meanwhile."""
-    from celeriac import Celery
+    backend, reads = reading_backend
+    ids = [f"m-{i}" for i in range(5)]
+    backend.store_result(ids[0], 0, "SUCCESS")  # ready before the wait begins
 
-    app = Celery("push-many", broker="memory://", backend=redis_url, set_as_current=False)
-    try:
-        backend = app.backend
-        assert backend is not None
-        reads: list[list[str]] = []
-        original = backend.get_many_meta
+    def finish_the_rest() -> None:
+        for i, task_id in enumerate(ids[1:], 1):
+            time.sleep(0.05)
+            backend.store_result(task_id, i, "SUCCESS")
 
-        def counting(task_ids: Any) -> Any:
-            reads.append(list(task_ids))
-            return original(task_ids)
+    threading.Timer(0.2, finish_the_rest).start()
+    metas = backend.wait_for_many([*ids, ids[2]], timeout=10)
+    assert [m["result"] for m in metas] == [0, 1, 2, 3, 4, 2]
+    assert reads == [[*ids]]  # one read of every id; the rest came with the notifications
 
-        backend.get_many_meta = counting  # type: ignore[method-assign]
-        ids = [f"m-{i}" for i in range(5)]
-        backend.store_result(ids[0], 0, "SUCCESS")  # ready before the wait begins
+    reads.clear()
 
-        def finish_the_rest() -> None:
-            for i, task_id in enumerate(ids[1:], 1):
-                time.sleep(0.05)
-                backend.store_result(task_id, i, "SUCCESS")
+    def drop_notifications() -> None:  # the server closes this DB's pub/sub connections
+        for client in raw.client_list(_type="pubsub"):
+            if client.get("db") == str(DB):
+                raw.client_kill_filter(_id=client["id"])
 
-        threading.Timer(0.2, finish_the_rest).start()
-        metas = backend.wait_for_many([*ids, ids[2]], timeout=10)
-        assert [m["result"] for m in metas] == [0, 1, 2, 3, 4, 2]
-        assert reads == [[*ids]]  # one read of every id; the rest came with the notifications
-
-        reads.clear()
-
-        def drop_notifications() -> None:  # the server closes this DB's pub/sub connections
-            for client in raw.client_list(_type="pubsub"):
-                if client.get("db") == str(DB):
-                    raw.client_kill_filter(_id=client["id"])
-
-        threading.Timer(0.3, drop_notifications).start()
-        threading.Timer(0.8, lambda: backend.store_result("m-late", 7, "SUCCESS")).start()
-        assert backend.wait_for("m-late", timeout=10)["result"] == 7
-        assert len(reads) >= 2  # after the reconnect the pending result was read again
-    finally:
-        app.close()
+    threading.Timer(0.3, drop_notifications).start()
+    threading.Timer(0.8, lambda: backend.store_result("m-late", 7, "SUCCESS")).start()
+    assert backend.wait_for("m-late", timeout=10)["result"] == 7
+    assert len(reads) >= 2  # after the reconnect the pending result was read again

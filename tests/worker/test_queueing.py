@@ -87,41 +87,26 @@ def test_results_of_jobs_never_started_are_refused() -> None:
     assert len(child.jobs) == 1
 
 
-def test_a_task_acked_when_it_started_leaves_the_prefetch_window(app: Celery) -> None:
-    """As with Celery's prefetch count, the window bounds unacked messages: with a window of
-    one, a running (early-acked) task does not stop the worker from reserving the next."""
+@pytest.mark.parametrize("acks_late", [False, True])
+def test_the_prefetch_window_counts_unacked_tasks(app: Celery, acks_late: bool) -> None:
+    """As with Celery's prefetch count, the window bounds unacked messages. With a window of one
+    and the first task running: acked when it started, it leaves the window and the worker
+    reserves the second; acked late, it keeps its place and the second stays in the broker."""
     release = threading.Event()
 
-    @app.task
+    @app.task(acks_late=acks_late)
     def hold() -> str:
         release.wait(10)
         return "held"
 
     first = hold.delay()
     second = hold.delay()
+    left = 1 if acks_late else 0
     with start_worker(app, pool="threads", concurrency=1, prefetch_multiplier=1):
-        # The first runs; the second is reserved by the worker, not left in the broker.
-        wait_for(lambda: app.transport.queue_length("celery") == 0, timeout=10)
-        assert not second.ready()
-        release.set()
-        assert first.get(timeout=10) == "held"
-        assert second.get(timeout=10) == "held"
-
-
-def test_late_ack_tasks_keep_their_place_in_the_window(app: Celery) -> None:
-    release = threading.Event()
-
-    @app.task(acks_late=True)
-    def hold_late() -> str:
-        release.wait(10)
-        return "held"
-
-    first = hold_late.delay()
-    second = hold_late.delay()
-    with start_worker(app, pool="threads", concurrency=1, prefetch_multiplier=1):
-        wait_for(lambda: app.transport.queue_length("celery") == 1, timeout=10)
+        wait_for(lambda: app.transport.queue_length("celery") == left, timeout=10)
         threading.Event().wait(0.5)
-        assert app.transport.queue_length("celery") == 1  # the running one fills the window
+        assert app.transport.queue_length("celery") == left
+        assert not second.ready()
         release.set()
         assert first.get(timeout=10) == "held"
         assert second.get(timeout=10) == "held"

@@ -110,6 +110,24 @@ class TransportContract:
         assert [d.message.headers["n"] for d in rest] == [4, 5, 6, 7, 8, 9]
         t.ack(first + rest)
 
+    def test_fetch_nowait_takes_what_is_ready_in_order(self, make_transport: MakeTransport) -> None:
+        t, q = make_transport(), qname()
+        t.publish(to_queue(q, *(msg(i) for i in range(6))))
+        first = t.fetch([q], 2, 2.0)  # a consumer is set up by the first fetch
+        taken = list(first)
+        deadline = time.monotonic() + 5
+        while len(taken) < 6 and time.monotonic() < deadline:
+            got = t.fetch_nowait([q], 2)
+            if got is None:  # this transport has no such call: fetch() serves
+                got = t.fetch([q], 2, 0.5)
+            assert len(got) <= 2
+            taken += got
+        assert [d.message.headers["n"] for d in taken] == [0, 1, 2, 3, 4, 5]
+        start = time.monotonic()
+        assert not t.fetch_nowait([q], 2)  # nothing left: no waiting
+        assert time.monotonic() - start < 1.0
+        t.ack(taken)
+
     def test_fetch_times_out_empty(self, make_transport: MakeTransport) -> None:
         t = make_transport()
         start = time.monotonic()

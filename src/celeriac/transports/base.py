@@ -90,9 +90,9 @@ class Transport(ABC):
     max_priority: ClassVar[int] = 9
     #: True where a lower priority number is served first (kombu's Redis layout).
     priority_reversed: ClassVar[bool] = False
-    #: How long a worker may hold acks back to send them in batches (seconds). Zero where
-    #: unsent acks hold back deliveries (a broker-side prefetch limit): they go out at the end
-    #: of the worker's current loop turn.
+    #: How long a worker may hold acks back to send them in batches (seconds); shorter where
+    #: unsent acks hold back deliveries (a broker-side prefetch limit). Zero: at the end of the
+    #: worker's current loop turn.
     ack_delay: ClassVar[float] = 0.005
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:

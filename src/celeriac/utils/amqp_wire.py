@@ -126,14 +126,52 @@ class WireProperties(spec.Basic.Properties):
             return encode_table(value)
         return super().encode_property(name, value)
 
+    def freeze(self) -> None:
+        """Encode now, raising on a value AMQP cannot carry, and keep the bytes for
+        :meth:`marshal`: the properties must not change afterwards (but for the ``message_id``
+        the client fills in, which is left off the wire unless the message had its own)."""
+        self.__dict__["_frozen"] = self._encode()
+
     def marshal(self) -> bytes:
-        if not self.__dict__.get("_keep_message_id", True):
-            saved, self.message_id = self.message_id, None
-            try:
-                return super().marshal()
-            finally:
-                self.message_id = saved
-        return super().marshal()
+        frozen: bytes | None = self.__dict__.get("_frozen")
+        return frozen if frozen is not None else self._encode()
+
+    def _encode(self) -> bytes:
+        # pamqp's layout (flag bits and field order), encoded here: pamqp's generic per-field
+        # dispatch was a third of the cost of publishing a task message.
+        keep_id = self.__dict__.get("_keep_message_id", True)
+        flags = 0
+        parts = []
+        for name, flag, kind in _LAYOUT:
+            value = getattr(self, name)
+            if value is None or value == "" or (name == "message_id" and not keep_id):
+                continue
+            flags |= flag
+            if kind == "shortstr":
+                parts.append(_short_string(name, value))
+            elif kind == "table":
+                parts.append(encode_table(value))
+            elif kind == "octet":
+                parts.append(_OCTET.pack(value))
+            else:
+                parts.append(encode.by_type(value, kind))
+        return _FLAGS.pack(flags) + b"".join(parts)
+
+
+_FLAGS = struct.Struct(">H")
+_OCTET = struct.Struct(">B")
+#: (attribute, flag bit, AMQP type) of each basic property, in wire order.
+_LAYOUT = tuple(
+    (name, spec.Basic.Properties.flags[name], spec.Basic.Properties.amqp_type(name))
+    for name in spec.Basic.Properties.__slots__
+)
+
+
+def _short_string(name: str, value: Any) -> bytes:
+    raw = str(value).encode("utf-8")
+    if len(raw) > 255:
+        raise TypeError(f"message property {name} is longer than 255 bytes")
+    return bytes((len(raw),)) + raw
 
 
 def to_properties(message: Message, default_delivery_mode: int = 2) -> WireProperties:
@@ -166,7 +204,7 @@ def to_properties(message: Message, default_delivery_mode: int = 2) -> WirePrope
         kwargs["timestamp"] = timestamp
     try:
         wire = WireProperties(keep_message_id="message_id" in kwargs, **kwargs)
-        wire.marshal()  # fail here, naming the header, not deep inside the client
+        wire.freeze()  # fail here, naming the header, not deep inside the client
     except (TypeError, ValueError) as exc:
         raise TransportError(f"message cannot be sent over AMQP: {exc}") from exc
     return wire

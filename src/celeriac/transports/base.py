@@ -128,8 +128,9 @@ class Transport(ABC):
 
     def fetch_nowait(self, queues: Sequence[str], limit: int) -> list[Delivery] | None:
         """Lease up to *limit* messages that are ready now, in one short call that never waits
-        for messages nor retries (the worker calls it on its event loop while messages are
-        waiting). None: this transport has no such call, use :meth:`fetch`."""
+        for messages, locks held by others nor retries (the worker calls it on its event loop
+        while messages are waiting). None: this transport has no such call (SQLite: a claim may
+        wait for another process's write), use :meth:`fetch`."""
         return None
 
     @abstractmethod

@@ -313,9 +313,6 @@ class SQLiteTransport(Transport):
                 return found
             listener.wait(min(remaining, self._next_event_in()))
 
-    def fetch_nowait(self, queues: Sequence[str], limit: int) -> list[Delivery]:
-        return self._claim(list(dict.fromkeys(queues)), limit) if limit > 0 and queues else []
-
     def _listener(self) -> Listener:
         listener: Listener | None = getattr(self._local, "listener", None)
         if listener is None or listener.pid != os.getpid():

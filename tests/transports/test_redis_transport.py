@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -9,12 +10,17 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import ImproperlyConfigured, TransportError
 from celeriac.protocol.entities import Exchange, Queue
 from celeriac.protocol.message import Outgoing
 from celeriac.transports import create_transport
 from celeriac.transports.base import Transport
-from celeriac.transports.redis import RedisTransport, RedisTransportConfig, topic_pattern
+from celeriac.transports.redis import (
+    NOWAIT_SOCKET_TIMEOUT,
+    RedisTransport,
+    RedisTransportConfig,
+    topic_pattern,
+)
 from celeriac.utils.redis_conn import parse_redis_url
 
 from contract.transport_contract import TransportContract, drain, msg, qname, to_queue
@@ -262,3 +268,19 @@ def test_unreachable_server_raises_transport_error_naming_host() -> None:
     with pytest.raises(TransportError, match=r"127\.0\.0\.1:1"):
         t.publish(to_queue("q", msg(1)))
     t.close()
+
+
+def test_fetch_nowait_gives_up_on_a_server_that_does_not_answer() -> None:
+    """fetch_nowait runs on the worker's event loop: a silent server must not hang it."""
+    with socket.socket() as silent:  # accepts connections (backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        transport = RedisTransport(f"redis://127.0.0.1:{port}/0")
+        try:
+            start = time.monotonic()
+            with pytest.raises(TransportError):
+                transport.fetch_nowait(["q"], 4)
+            assert time.monotonic() - start < NOWAIT_SOCKET_TIMEOUT * 3
+        finally:
+            transport.close()

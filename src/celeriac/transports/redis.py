@@ -19,6 +19,7 @@ and dead letters are kept in a list. See ``docs/redis.md``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import threading
@@ -49,6 +50,8 @@ from celeriac.transports.base import (
 from celeriac.utils.redis_conn import RedisParams, Retrier, is_retryable, parse_redis_url
 
 PRIORITY_STEPS = (0, 3, 6, 9)
+#: Longest a fetch_nowait call may wait on the socket (it runs on the worker's event loop).
+NOWAIT_SOCKET_TIMEOUT = 5.0
 SEP = "\x06\x16"
 BINDING_KEY = "_kombu.binding.%s"
 BINDING_PERMANENT_KEY = "_kombu.binding_permanent.%s"
@@ -339,6 +342,7 @@ class RedisTransport(Transport):
         self._pubsub_client = self.cfg.conn.client(blocking=False)
         self._retry = Retrier(self.cfg.conn, TransportError)
         self._scripts: dict[str, Script] = {}
+        self._nowait: redis.Redis | None = None
         self._fanout_exchanges: set[str] = set()
         self._lock = threading.Lock()
         self._housekeeping = threading.Lock()
@@ -564,9 +568,18 @@ class RedisTransport(Transport):
         order = self._queue_order(wanted)
         keys = [self._list_key(q, s) for s in self.cfg.priority_steps for q in order]
         try:
-            return self._pop(wanted, order, keys, limit, None, retry=False)
+            return self._pop(wanted, order, keys, limit, None, client=self._nowait_client())
         except redis.RedisError as exc:
             raise TransportError(f"Redis at {self.cfg.conn.endpoint}: fetch failed: {exc}") from exc
+
+    def _nowait_client(self) -> redis.Redis:
+        """A one-connection client whose calls give up within NOWAIT_SOCKET_TIMEOUT: it serves
+        fetch_nowait, which runs on the worker's event loop."""
+        if self._nowait is None:
+            conn = self.cfg.conn
+            timeout = min(conn.socket_timeout or NOWAIT_SOCKET_TIMEOUT, NOWAIT_SOCKET_TIMEOUT)
+            self._nowait = dataclasses.replace(conn, socket_timeout=timeout).client(1)
+        return self._nowait
 
     def _pop(
         self,
@@ -575,8 +588,9 @@ class RedisTransport(Transport):
         keys: list[str],
         limit: int,
         popped: tuple[int, bytes] | None,
-        retry: bool = True,
+        client: redis.Redis | None = None,
     ) -> list[Delivery]:
+        """Run the fetch script: with retries on the transport's client, or once on *client*."""
         args: list[Any] = [
             limit,
             repr(time.time()),
@@ -587,7 +601,10 @@ class RedisTransport(Transport):
             args += [popped[1], popped[0]]
         script = self._script("fetch")
         keys = [self._unacked, self._unacked_index, self._dlq, *keys]
-        reply = self._retry.call(script, keys=keys, args=args) if retry else script(keys, args)
+        if client is None:
+            reply = self._retry.call(script, keys=keys, args=args)
+        else:
+            reply = script(keys, args, client=client)
         new_order = [order[int(i) - 1] for i in reply[0].decode().split(",") if i]
         self._remember_order(wanted, new_order)
         out: list[Delivery] = []
@@ -897,7 +914,8 @@ class RedisTransport(Transport):
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
         self._retry.stop()
-        for client in (self._client, self._pubsub_client):
+        clients = [self._client, self._pubsub_client] + ([self._nowait] if self._nowait else [])
+        for client in clients:
             try:
                 client.connection_pool.disconnect()
             except (redis.RedisError, OSError):

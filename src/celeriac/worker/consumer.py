@@ -1,6 +1,8 @@
 """Receiving tasks: fetch within the prefetch window, hold ETAs and rate limits, dispatch to the
 pool, and ack/requeue/dead-letter in batches. Runs on the worker's event loop; broker calls run on
-two worker threads (one blocking fetch, one for acks and other writes) so the loop never blocks."""
+two worker threads (one blocking fetch, one for acks and other writes) so the loop never waits for
+the broker, except for one short, bounded fetch call while messages are waiting
+(``Transport.fetch_nowait``)."""
 
 from __future__ import annotations
 

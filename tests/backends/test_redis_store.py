@@ -17,6 +17,7 @@ from celeriac.backends.redis import RedisResultStore, key_prefix
 
 from contract.store_contract import StoreContract, key
 from support.servers import redis_url_or_skip
+from support.waiting import wait_for
 
 DB = 10
 pytestmark = pytest.mark.redis
@@ -238,3 +239,25 @@ def test_waiting_for_many_reads_each_result_once(
     threading.Timer(0.8, lambda: backend.store_result("m-late", 7, "SUCCESS")).start()
     assert backend.wait_for("m-late", timeout=10)["result"] == 7
     assert len(reads) >= 2  # after the reconnect the pending result was read again
+
+
+def test_closing_a_big_watch_leaves_its_channels(
+    make_store: Callable[[], ResultStore], raw: redis.Redis
+) -> None:
+    store = make_store()
+    keys = [f"big-{i}" for i in range(500)]
+
+    def subscribed() -> set[bytes]:
+        return {c for c in raw.pubsub_channels() if b"big-" in c}
+
+    with store.watch(keys):
+        assert len(subscribed()) == 500
+        kept = store.watch(keys[:1])  # a second watch of one key keeps its channel
+    try:
+        wait_for(lambda: len(subscribed()) == 1, timeout=5, what="499 channels left")
+        writer = make_store()
+        writer.set(keys[0], b"v", None)
+        assert kept.wait(5)
+    finally:
+        kept.close()
+    wait_for(lambda: not subscribed(), timeout=5, what="every channel left")

@@ -221,20 +221,24 @@ class _PubSubHub:
         with self.cond:
             requests, self._requests = self._requests, []
             live = set(self._watches)
-        subs: list[bytes] = []
-        for kind, value in requests:
-            if kind == "sub":
-                subs.append(value)
-                continue
-            if subs:
-                self._pubsub.subscribe(*subs)
-                subs = []
+        # Runs of (un)subscriptions go as one command each: a wait for 10,000 results
+        # subscribes to, and later leaves, 10,000 channels.
+        run_kind = ""
+        run: list[bytes] = []
+        for kind, value in [*requests, ("end", None)]:
+            if kind == "unsub" and value in live:
+                continue  # watched again meanwhile
+            if kind != run_kind and run:
+                if run_kind == "sub":
+                    self._pubsub.subscribe(*run)
+                else:
+                    self._pubsub.unsubscribe(*run)  # type: ignore[no-untyped-call]
+                run = []
+            run_kind = kind
             if kind == "ping":
                 self._pubsub.ping(value)
-            elif value not in live:
-                self._pubsub.unsubscribe(value)  # type: ignore[no-untyped-call]
-        if subs:
-            self._pubsub.subscribe(*subs)
+            elif kind in ("sub", "unsub"):
+                run.append(value)
 
     def _read(self, timeout: float) -> None:
         conn = self._pubsub.connection

@@ -13,7 +13,7 @@ import redis
 
 from celeriac.backends import create_store
 from celeriac.backends.base import ResultStore
-from celeriac.backends.redis import RedisResultStore, key_prefix
+from celeriac.backends.redis import BIG_WATCH, RedisResultStore, key_prefix
 
 from contract.store_contract import StoreContract, key
 from support.servers import redis_url_or_skip
@@ -241,21 +241,25 @@ def test_waiting_for_many_reads_each_result_once(
     assert len(reads) >= 2  # after the reconnect the pending result was read again
 
 
+@pytest.mark.parametrize("size", [500, BIG_WATCH + 500])  # shared connection; one of its own
 def test_closing_a_big_watch_leaves_its_channels(
-    make_store: Callable[[], ResultStore], raw: redis.Redis
+    make_store: Callable[[], ResultStore], raw: redis.Redis, size: int
 ) -> None:
     store = make_store()
-    keys = [f"big-{i}" for i in range(500)]
+    keys = [f"big-{i}" for i in range(size)]
 
     def subscribed() -> set[bytes]:
         return {c for c in raw.pubsub_channels() if b"big-" in c}
 
-    with store.watch(keys):
-        assert len(subscribed()) == 500
+    with store.watch(keys) as big:
+        assert len(subscribed()) == size
         kept = store.watch(keys[:1])  # a second watch of one key keeps its channel
-    try:
-        wait_for(lambda: len(subscribed()) == 1, timeout=5, what="499 channels left")
         writer = make_store()
+        writer.set(keys[-1], b"last", None)
+        assert big.wait(5)
+        assert big.take_values() == {keys[-1]: b"last"}
+    try:
+        wait_for(lambda: len(subscribed()) == 1, timeout=5, what="the others left")
         writer.set(keys[0], b"v", None)
         assert kept.wait(5)
     finally:

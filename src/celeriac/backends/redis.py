@@ -85,9 +85,15 @@ def key_prefix(options: Mapping[str, Any]) -> str:
     return prefix
 
 
+#: Watches of more keys than this get a pub/sub connection of their own.
+BIG_WATCH = 1000
+
+
 class _RedisWatch(Watch):
     def __init__(self, hub: _PubSubHub, keys: Mapping[bytes, str]) -> None:
         self._hub = hub
+        #: A hub of this watch alone (a big one): closing the watch closes its connection.
+        self.owns_hub = False
         self.channels = frozenset(keys)
         self.keys = keys  # channel -> the key as the caller named it
         self.fired = False
@@ -113,7 +119,10 @@ class _RedisWatch(Watch):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._hub.unregister(self)
+            if self.owns_hub:
+                self._hub.close()
+            else:
+                self._hub.unregister(self)
 
 
 class _PubSubHub:
@@ -376,11 +385,23 @@ class RedisResultStore(ResultStore):
             self._retry.call(self._client.delete, *[self._k(k) for k in keys])
 
     def watch(self, keys: Sequence[str]) -> Watch:
+        channels = {self._k(k).encode(): k for k in keys}
+        if len(channels) > BIG_WATCH:
+            # A connection of its own, closed with the watch: leaving thousands of channels one
+            # UNSUBSCRIBE reply at a time would cost the shared connection's thread dearly.
+            own = _PubSubHub(self)
+            try:
+                watch = own.register(channels)
+            except BaseException:
+                own.close()
+                raise
+            watch.owns_hub = True
+            return watch
         with self._hub_lock:
             if self._hub is None:
                 self._hub = _PubSubHub(self)
             hub = self._hub
-        return hub.register({self._k(k).encode(): k for k in keys})
+        return hub.register(channels)
 
     # -- chords ------------------------------------------------------------------------------------
     def _chord_keys(self, group_id: str) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 The supervisor knows which job each child runs (a child says when it starts one), so a child that
 dies (crash, OOM kill, hard time limit) costs only that job, which is reported as lost or timed
-out, and the child is replaced. Jobs queued in it that had not started are not lost: other
+out (with any job it had ended but whose result it had not reported yet), and the child is
+replaced. Jobs queued in it that had not started are not lost: other
 children run them, or, when the pool is stopping, they go back to the queue.
 Children are retired (not killed) for ``max_tasks_per_child`` and ``max_memory_per_child``: they
 get no new job and exit after the one they run.

@@ -110,3 +110,28 @@ def test_the_prefetch_window_counts_unacked_tasks(app: Celery, acks_late: bool) 
         release.set()
         assert first.get(timeout=10) == "held"
         assert second.get(timeout=10) == "held"
+
+
+class _Timer:
+    """Stands in for the hard time limit's timer handle."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_a_late_result_does_not_cancel_the_next_jobs_hard_limit() -> None:
+    """A process may start its next job before the previous result is reported (results are
+    written behind): that result must leave the running job's hard time limit alone."""
+    pool, child = _pool(depth=2)
+    first, second = _job("t.a", 1), _job("t.a", 2)
+    child.jobs.extend([first, second])
+    child.started = 2  # both started; the first ended, its result still on the way
+    timer = _Timer()
+    child.hard_timer = timer  # type: ignore[assignment]
+    pool._job_finished(child, JobResult(first.id, "SUCCESS"))
+    assert not timer.cancelled and child.hard_timer is timer
+    pool._job_finished(child, JobResult(second.id, "SUCCESS"))
+    assert timer.cancelled and child.hard_timer is None

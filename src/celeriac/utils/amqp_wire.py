@@ -3,7 +3,9 @@
 Celery (through py-amqp) writes floats in header tables as doubles (``d``), strings as long strings
 (``S``) and ``None`` as void (``V``). pamqp writes floats as single precision (``f``), which would
 corrupt times such as a pidbox request's ``expires``, so header tables are encoded here, the way
-py-amqp does, and only the rest of the properties are left to pamqp.
+py-amqp does. The other basic properties are encoded here too, in pamqp's layout (flag bits and
+field order, read from pamqp), once per message: pamqp's generic encoder was a third of the cost of
+a publish. ``WireProperties.encode_property`` keeps pamqp's own path consistent with this one.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class Consumer:
                         self._fetcher, self.transport.fetch, queues, room, FETCH_TIMEOUT
                     )
                 # A full batch suggests more are waiting; a short one, that the queue is empty.
-                backlog = bool(got)
+                backlog = len(got) >= room
             except OperationalError as exc:
                 backlog = False
                 logger.error(
@@ -272,7 +272,6 @@ class Consumer:
                 # Early ack happens when the task starts (Celery's "accepted"), not when it is
                 # handed to the pool, so a crash never loses a task that had not started.
                 request.acknowledged = True
-                request.counted_running = True
                 self._running_acked += 1
                 self.ack(request.delivery)
                 self._room.set()
@@ -282,7 +281,7 @@ class Consumer:
         request = self.active.pop(job.id, None)
         if request is None:
             return
-        if request.counted_running:
+        if request.acknowledged:  # only early acks at start happen while a request is active
             self._running_acked -= 1
         state = result.state
         signum = self.worker.control.terminated.pop(job.id, None)

@@ -27,8 +27,6 @@ class Request:
     time_start: float | None = None
     worker_pid: int | None = None
     acknowledged: bool = False
-    #: Acked when it started: the consumer's window no longer counts it.
-    counted_running: bool = False
     timer: Any = None
 
     @property

@@ -369,9 +369,6 @@ class PreforkPool(Pool):
         self._runtime[job.name] = (
             result.runtime if last is None else 0.8 * last + 0.2 * result.runtime
         )
-        if child.hard_timer is not None:
-            child.hard_timer.cancel()
-            child.hard_timer = None
         self._maybe_retire(child, result)
         self.on_done(job, result)
         self._check_idle()

@@ -200,6 +200,39 @@ def test_undecodable_message_goes_to_dead_letters(
     t.ack(got)
 
 
+def test_broken_envelope_with_a_readable_tag_goes_to_dead_letters(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    # The fetch script reads the tag from the text; the envelope is still checked after it.
+    t, q = make_transport(), qname()
+    broken = b'{"properties": {"delivery_tag": "t-1", "delivery_info": {"exchange": "", '
+    broken += b'"routing_key": "x"}}, "body": '
+    raw.lpush(q, broken)
+    t.publish(to_queue(q, msg("ok")))
+    got = drain(t, [q], 1)
+    assert [d.message.headers["n"] for d in got] == ["ok"]
+    [dead] = t.dead_letters()
+    assert dead.reason.startswith("undecodable message envelope")
+    assert dead.message.body == broken
+    assert not raw.hexists("unacked", "t-1") and raw.zscore("unacked_index", "t-1") is None
+    t.ack(got)
+
+
+def test_tag_look_alike_in_a_header_does_not_fool_the_fetch(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    t, q = make_transport(), qname()
+    m = msg("ok")
+    m.headers["custom"] = {"delivery_tag": "fake", "routing_key": "elsewhere", "exchange": "x"}
+    t.publish(to_queue(q, m))
+    [d] = t.fetch([q], 1, 1.0)
+    assert d.tag != "fake" and raw.hexists("unacked", d.tag)
+    assert not raw.hexists("unacked", "fake")
+    entry = raw.hget("unacked", d.tag)
+    assert entry is not None and entry.endswith(f', "", "{q}"]'.encode())
+    t.ack([d])
+
+
 def test_redelivered_flags_match_kombu(
     make_transport: Callable[..., Transport], raw: redis.Redis
 ) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import re
 import threading
 import time
@@ -48,6 +49,8 @@ from celeriac.transports.base import (
     topic_matches,
 )
 from celeriac.utils.redis_conn import RedisParams, Retrier, is_retryable, parse_redis_url
+
+logger = logging.getLogger("celeriac.transports.redis")
 
 PRIORITY_STEPS = (0, 3, 6, 9)
 #: Longest a fetch_nowait call may wait on the socket (it runs on the worker's event loop).
@@ -164,6 +167,14 @@ def _loads(raw: bytes | str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)  # integers beyond 64 bits, which orjson refuses
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        _loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def _dumps(value: Any) -> bytes:
@@ -612,7 +623,13 @@ class RedisTransport(Transport):
         for i in range(1, len(reply), 3):
             k, raw, tag = int(reply[i]), reply[i + 1], reply[i + 2].decode()
             queue = order[(k - 1) % nq]
-            out.append(self._delivery(raw, queue, tag))
+            try:
+                out.append(self._delivery(raw, queue, tag))
+            except Exception as exc:
+                # The script reads an envelope's tag without decoding it all: one that is not
+                # a valid envelope after all goes to the dead-letter list here.
+                logger.error("Message from %r moved to the dead-letter queue: %s", queue, exc)
+                self._dead_letter_raw(raw, queue, tag, f"undecodable message envelope: {exc}")
         return out
 
     @staticmethod
@@ -779,15 +796,21 @@ class RedisTransport(Transport):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         env, _ = self._target(delivery)
         raw = delivery.raw if isinstance(delivery.raw, bytes) else _dumps(env)
+        self._dead_letter_raw(raw, delivery.queue, delivery.tag, reason)
+
+    def _dead_letter_raw(self, raw: bytes, queue: str, tag: str, reason: str) -> None:
         head = _dumps(
-            {"id": uuid.uuid4().hex, "queue": delivery.queue, "reason": reason, "time": time.time()}
+            {"id": uuid.uuid4().hex, "queue": queue, "reason": reason, "time": time.time()}
         )
-        entry = head[:-1] + b',"envelope":' + raw + b"}"
+        if _is_json(raw):
+            entry = head[:-1] + b',"envelope":' + raw + b"}"
+        else:  # kept as text, so the entry itself stays valid JSON
+            entry = _dumps({**_loads(head), "envelope": raw.decode("utf-8", "replace")})
 
         def run() -> None:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.hdel(self._unacked, delivery.tag)
-                pipe.zrem(self._unacked_index, delivery.tag)
+                pipe.hdel(self._unacked, tag)
+                pipe.zrem(self._unacked_index, tag)
                 pipe.rpush(self._dlq, entry)
                 pipe.execute()
 

@@ -85,9 +85,9 @@ class Consumer:
         while not self.stopping:
             room = self._room_left()
             queues = [q for q in self.queues if q not in self.paused_queues]
-            # While work is waiting, fetch in batches of at least half the window rather than
-            # one message per finished task.
-            if room < max(1, self.window // 2) and self.ready:
+            # While work is waiting (here or queued in the pool), fetch in batches of at least
+            # half the window rather than one message per started task.
+            if room < max(1, self.window // 2) and self._work_waiting():
                 room = 0
             if room <= 0 or not queues:
                 self._room.clear()
@@ -124,6 +124,10 @@ class Consumer:
                 self.on_delivery(delivery)
             if got:
                 self.dispatch()
+
+    def _work_waiting(self) -> bool:
+        # Unacked active requests are queued in the pool (or run, with acks_late).
+        return bool(self.ready) or len(self.active) > self._running_acked
 
     def wake(self) -> None:
         self._room.set()

@@ -33,7 +33,44 @@ local function to_end(q)
     end
 end
 
+-- The string value of JSON key *key* in *raw* when the key occurs exactly once (so it cannot be
+-- a look-alike nested in a header) and its value holds no escapes; else nil.
+local function sole_string(raw, key)
+    local quoted = '"' .. key .. '"'
+    local at = string.find(raw, quoted, 1, true)
+    if not at or string.find(raw, quoted, at + #quoted, true) then return nil end
+    return string.match(raw, '^%s*:%s*"([^"\\]*)"', at + #quoted)
+end
+
+-- Fast path: read the three fields straight from the text, without decoding the whole
+-- envelope (most of this script's cost otherwise). The worker still parses every envelope
+-- it fetches and dead-letters one that is not valid JSON.
+local function fields(raw)
+    if string.sub(raw, 1, 1) ~= '{' then return nil end
+    local tag = sole_string(raw, 'delivery_tag')
+    local ex = sole_string(raw, 'exchange')
+    local rk = sole_string(raw, 'routing_key')
+    if tag and tag ~= '' and ex and rk then return tag, ex, rk end
+    return nil
+end
+
+local function record(raw, k, tag, ex, rk)
+    -- kombu's format: JSON [envelope, exchange, routing_key], keyed by delivery tag.
+    redis.call('HSET', unacked, tag,
+        '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+    redis.call('ZADD', index, now, tag)
+    count = count + 1
+    out[#out + 1] = k
+    out[#out + 1] = raw
+    out[#out + 1] = tag
+end
+
 local function adopt(raw, k)
+    local tag, ex, rk = fields(raw)
+    if tag then
+        record(raw, k, tag, ex, rk)
+        return
+    end
     local ok, env = pcall(cjson.decode, raw)
     if not ok or type(env) ~= 'table' or type(env.properties) ~= 'table' then
         redis.call('RPUSH', dlq, cjson.encode({
@@ -52,14 +89,7 @@ local function adopt(raw, k)
         if type(info.exchange) == 'string' then ex = info.exchange end
         if type(info.routing_key) == 'string' then rk = info.routing_key end
     end
-    -- kombu's format: JSON [envelope, exchange, routing_key], keyed by delivery tag.
-    redis.call('HSET', unacked, tag,
-        '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-    redis.call('ZADD', index, now, tag)
-    count = count + 1
-    out[#out + 1] = k
-    out[#out + 1] = raw
-    out[#out + 1] = tag
+    record(raw, k, tag, ex, rk)
 end
 
 local function pop_one()

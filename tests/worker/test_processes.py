@@ -70,6 +70,16 @@ def test_max_tasks_per_child_recycles_without_losing_tasks(project: Project) -> 
     assert all(len([p for p in pids if p == x]) <= 3 for x in set(pids))
 
 
+def test_max_memory_per_child_recycles_without_losing_tasks(project: Project) -> None:
+    app = project.app
+    # 1 KiB: every process is over it after its first task and is retired. A job already in
+    # its pipe when the result is checked still runs there, so a process runs one or two.
+    with project.worker("-P", "prefork", "-c", "1", "--max-memory-per-child", "1"):
+        pids = [app.tasks["proj.pid"].delay().get(timeout=20) for _ in range(6)]
+    assert len(set(pids)) >= 3
+    assert all(pids.count(p) <= 2 for p in set(pids))
+
+
 def test_warm_shutdown_finishes_running_and_gives_back_the_rest(project: Project) -> None:
     app = project.app
     slow = app.tasks["proj.slow_early"]

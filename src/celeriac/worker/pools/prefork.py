@@ -49,9 +49,13 @@ def _load_app(app: Celery | str) -> Celery:
 
 
 def child_main(
-    app_ref: Celery | str, conn: multiprocessing.connection.Connection, hostname: str
+    app_ref: Celery | str,
+    conn: multiprocessing.connection.Connection,
+    hostname: str,
+    measure_rss: bool = True,
 ) -> None:
-    """The loop of one pool process: receive jobs, run them in order, report each.
+    """The loop of one pool process: receive jobs, run them in order, report each (with the
+    process's peak RSS when *measure_rss*: ``max_memory_per_child`` compares it).
 
     To the supervisor it sends a job's id the moment it starts the job, and the job's result once
     the result is stored (results are written behind, so several may go as one list). So the
@@ -96,7 +100,8 @@ def child_main(
             held = None
             with soft_limit_alarm(job.soft_time_limit):
                 result = run_job(app, job)
-            result.rss_kb = current_rss_kb()
+            if measure_rss:
+                result.rss_kb = current_rss_kb()
             if not behind and pending and pending[0] is not None:
                 held = result  # the next job starts right away
             else:
@@ -205,6 +210,8 @@ class PreforkPool(Pool):
         self._runtime: dict[str, float] = {}
         self._stopping = False
         self._idle = asyncio.Event()
+        #: Only a memory limit needs each job's RSS (a system call per job otherwise saved).
+        self._measure_rss = bool(self.options.max_memory_per_child)
 
     # -- children --------------------------------------------------------------------------------
     def _spawn(self) -> _Child:
@@ -217,7 +224,7 @@ class PreforkPool(Pool):
         signals.worker_before_create_process.send(sender=self)
         process = self._ctx.Process(
             target=child_main,
-            args=(app_ref, child_conn, self.options.hostname),
+            args=(app_ref, child_conn, self.options.hostname, self._measure_rss),
             name=f"ForkPoolWorker-{len(self._children) + 1}",
             daemon=True,
         )

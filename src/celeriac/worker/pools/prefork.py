@@ -12,10 +12,12 @@ get no new job and exit after the one they run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import select
 import signal
 import threading
@@ -134,21 +136,28 @@ def _reporter(
     backend = app.backend
     if backend is None or hasattr(backend.store, "send_reply"):
         # No results, or rpc:// replies that travel with the broker.
-        return conn.send, conn.send, False
+        send = functools.partial(_send, conn)
+        return send, send, False
     lock = threading.Lock()  # the writer thread sends on the pipe too
 
     def send_now(message: Any) -> None:
         with lock:
-            conn.send(message)
+            _send(conn, message)
 
     def deliver(messages: list[Any]) -> None:
         # The reports of one batch go as one pipe message: one wake-up of the supervisor.
         with lock:
-            conn.send(messages[0] if len(messages) == 1 else messages)
+            _send(conn, messages[0] if len(messages) == 1 else messages)
 
     behind = WriteBehindStore(backend.store, deliver, idle)
     backend.store = behind
     return send_now, behind.report, True
+
+
+def _send(conn: multiprocessing.connection.Connection, message: Any) -> None:
+    """``conn.send`` with the plain pickler: nothing sent here needs multiprocessing's reducers,
+    and its pickler costs a few microseconds a message more."""
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
 
 def _receive(conn: multiprocessing.connection.Connection, pending: deque[Job | None]) -> None:
@@ -295,7 +304,7 @@ class PreforkPool(Pool):
         batch, child.outbox = child.outbox, []
         if batch and child.alive:
             try:
-                child.conn.send(batch)
+                _send(child.conn, batch)
             except OSError:
                 pass  # it died; its sentinel reports the jobs
 
@@ -391,7 +400,7 @@ class PreforkPool(Pool):
             assert self.loop is not None
             self.loop.call_soon(self._send_outbox, child)
         else:
-            child.conn.send(None)
+            _send(child.conn, None)
         self._replenish()
 
     def _replenish(self) -> None:
@@ -484,7 +493,7 @@ class PreforkPool(Pool):
         for child in list(self._children):
             if graceful:
                 try:
-                    child.conn.send([None])
+                    _send(child.conn, [None])
                 except OSError:
                     pass
             elif child.process.is_alive():
@@ -515,7 +524,7 @@ class PreforkPool(Pool):
     def shrink(self, n: int = 1) -> None:
         for child in [c for c in self._live() if not c.jobs][:n]:
             child.retiring = True
-            child.conn.send([None])
+            _send(child.conn, [None])
         super().shrink(n)
 
     def info(self) -> dict[str, Any]:

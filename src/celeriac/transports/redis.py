@@ -169,14 +169,6 @@ def _loads(raw: bytes | str) -> Any:
         return json.loads(raw)  # integers beyond 64 bits, which orjson refuses
 
 
-def _is_json(raw: bytes) -> bool:
-    try:
-        _loads(raw)
-    except ValueError:
-        return False
-    return True
-
-
 def _dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
@@ -628,8 +620,10 @@ class RedisTransport(Transport):
             except Exception as exc:
                 # The script reads an envelope's tag without decoding it all: one that is not
                 # a valid envelope after all goes to the dead-letter list here.
+                # Kept as text, as the script keeps an envelope it cannot decode.
                 logger.error("Message from %r moved to the dead-letter queue: %s", queue, exc)
-                self._dead_letter_raw(raw, queue, tag, f"undecodable message envelope: {exc}")
+                envelope = _dumps(raw.decode("utf-8", "replace"))
+                self._dead_letter_raw(envelope, queue, tag, f"undecodable message envelope: {exc}")
         return out
 
     @staticmethod
@@ -798,14 +792,12 @@ class RedisTransport(Transport):
         raw = delivery.raw if isinstance(delivery.raw, bytes) else _dumps(env)
         self._dead_letter_raw(raw, delivery.queue, delivery.tag, reason)
 
-    def _dead_letter_raw(self, raw: bytes, queue: str, tag: str, reason: str) -> None:
+    def _dead_letter_raw(self, envelope: bytes, queue: str, tag: str, reason: str) -> None:
+        """Move the message leased as *tag* to the dead-letter list; *envelope* is JSON."""
         head = _dumps(
             {"id": uuid.uuid4().hex, "queue": queue, "reason": reason, "time": time.time()}
         )
-        if _is_json(raw):
-            entry = head[:-1] + b',"envelope":' + raw + b"}"
-        else:  # kept as text, so the entry itself stays valid JSON
-            entry = _dumps({**_loads(head), "envelope": raw.decode("utf-8", "replace")})
+        entry = head[:-1] + b',"envelope":' + envelope + b"}"
 
         def run() -> None:
             with self._client.pipeline(transaction=True) as pipe:

@@ -33,8 +33,10 @@ local function to_end(q)
     end
 end
 
--- The string value of JSON key *key* in *raw* when the key occurs exactly once (so it cannot be
--- a look-alike nested in a header) and its value holds no escapes; else nil.
+-- The string value of JSON key *key* in *raw* when the key occurs exactly once and its value
+-- holds no escapes; else nil. The envelopes kombu and celeriac write hold each key read here
+-- once, under properties: a second occurrence is a look-alike in a header, and the caller then
+-- decodes the envelope in full.
 local function sole_string(raw, key)
     local quoted = '"' .. key .. '"'
     local at = string.find(raw, quoted, 1, true)

@@ -54,7 +54,7 @@ def child_main(
     app_ref: Celery | str,
     conn: multiprocessing.connection.Connection,
     hostname: str,
-    measure_rss: bool = True,
+    measure_rss: bool,
 ) -> None:
     """The loop of one pool process: receive jobs, run them in order, report each (with the
     process's peak RSS when *measure_rss*: ``max_memory_per_child`` compares it).

@@ -14,6 +14,7 @@ import redis
 from celeriac.backends import create_store
 from celeriac.backends.base import ResultStore
 from celeriac.backends.redis import BIG_WATCH, RedisResultStore, key_prefix
+from celeriac.backends.redis_direct import MAX_LENT, DirectWatch
 
 from contract.store_contract import StoreContract, key
 from support.servers import redis_url_or_skip
@@ -75,7 +76,12 @@ def test_many_watches_share_one_connection(
 ) -> None:
     reader, writer = make_store(), make_store()
     keys = [key() for _ in range(20)]
+    # The first MAX_LENT waiters get connections of their own; the rest share the hub's.
+    lent = [reader.watch([key()]) for _ in range(MAX_LENT)]
+    assert all(isinstance(w, DirectWatch) for w in lent)
     watches = [reader.watch([k]) for k in keys]
+    assert not any(isinstance(w, DirectWatch) for w in watches)
+    watches += lent
     try:
         # Other processes may subscribe on this server too: look only at our 20 channels, and
         # find the one connection subscribed to exactly them.
@@ -108,6 +114,88 @@ def test_many_watches_share_one_connection(
             break
         time.sleep(0.05)
     assert not left
+
+
+def _subscribed_clients(raw: redis.Redis, channel: str) -> int:
+    return int(raw.pubsub_numsub(channel)[0][1])
+
+
+def test_a_watch_of_one_key_reads_its_own_connection(
+    make_store: Callable[[], ResultStore], raw: redis.Redis
+) -> None:
+    reader, writer = make_store(), make_store()
+    k1, k2 = key(), key()
+    first = reader.watch([k1])
+    assert isinstance(first, DirectWatch)
+    assert _subscribed_clients(raw, reader._k(k1)) == 1  # type: ignore[attr-defined]
+    assert not first.wait(0.05)
+    writer.set(k1, b"one", 60)
+    assert first.wait(2)
+    assert first.take_values() == {k1: b"one"}
+    conn = first._conn
+    first.close()
+    # The next watch reuses the connection; what the first left unread (its UNSUBSCRIBE reply,
+    # a late write to its key) does not wake it.
+    second = reader.watch([k2])
+    try:
+        assert second._conn is conn
+        writer.set(k1, b"late", 60)
+        assert not second.wait(0.2)
+        writer.set(k2, b"two", 60)
+        assert second.wait(2)
+        assert second.take_values() == {k2: b"two"}
+    finally:
+        second.close()
+    assert _subscribed_clients(raw, reader._k(k1)) == 0  # type: ignore[attr-defined]
+
+
+def test_a_direct_watch_survives_a_killed_connection(
+    make_store: Callable[[], ResultStore], raw: redis.Redis
+) -> None:
+    reader, writer = make_store(), make_store()
+    k = key()
+    watch = reader.watch([k])
+    assert isinstance(watch, DirectWatch)
+    try:
+        sock = watch._conn._sock  # type: ignore[union-attr]
+        host, port = sock.getsockname()[:2]
+        assert raw.client_kill_filter(addr=f"{host}:{port}") == 1
+        writer.set(k, b"while-down", 60)  # no notification reaches the dead connection
+        # The wait notices, subscribes again and says "read the keys" (values unknown).
+        assert watch.wait(5)
+        assert watch.take_values() is None
+        assert _subscribed_clients(raw, reader._k(k)) == 1  # type: ignore[attr-defined]
+        writer.set(k, b"after", 60)
+        assert watch.wait(2)
+        assert watch.take_values() == {k: b"after"}
+    finally:
+        watch.close()
+
+
+def test_many_waiters_hold_at_most_max_lent_connections(
+    make_store: Callable[[], ResultStore], raw: redis.Redis
+) -> None:
+    reader, writer = make_store(), make_store()
+    keys = [key() for _ in range(MAX_LENT + 3)]
+    watches = [reader.watch([k]) for k in keys]
+    try:
+        assert sum(isinstance(w, DirectWatch) for w in watches) == MAX_LENT
+        woke: list[int] = []
+        threads = [
+            threading.Thread(target=lambda i=i: watches[i].wait(5) and woke.append(i))
+            for i in range(len(keys))
+        ]
+        for th in threads:
+            th.start()
+        for k in keys:
+            writer.set(k, b"v", 60)
+        for th in threads:
+            th.join()
+        assert sorted(woke) == list(range(len(keys)))
+    finally:
+        for w in watches:
+            w.close()
+    assert reader._direct._lent == 0  # type: ignore[attr-defined]
 
 
 def test_chord_keys_match_celery(make_store: Callable[[], ResultStore], raw: redis.Redis) -> None:

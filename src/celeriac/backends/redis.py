@@ -4,8 +4,9 @@ Compatible with Celery 5.7's Redis backend, so both read each other's results:
 
 * ``set`` writes ``SET key value PX ttl`` and ``PUBLISH key value`` in one Lua call (atomic, one
   round trip); Celery clients wait on that PUBLISH (they SUBSCRIBE to a channel named like the key);
-* ``watch`` SUBSCRIBEs to the keys' channels through ONE pub/sub connection per store, read by one
-  background thread that wakes the waiting watchers;
+* ``watch`` SUBSCRIBEs to the keys' channels. A watch of a few keys (``get()`` of one result) uses
+  a pub/sub connection lent to it and read by the waiting thread (``redis_direct``); bigger ones
+  share ONE pub/sub connection per store, read by one background thread that wakes the watchers;
 * chords use Celery's keys (``celery-taskset-meta-<gid>.j/.t/.s/.d/.c``) and a Lua script with the
   same semantics, so a Celery worker and a celeriac worker can complete the same chord.
 
@@ -33,6 +34,7 @@ from redis.client import PubSub
 from redis.commands.core import Script
 
 from celeriac.backends.base import ResultStore, Watch
+from celeriac.backends.redis_direct import DirectConnections, DirectWatch
 from celeriac.exceptions import BackendError
 from celeriac.utils.redis_conn import Retrier, is_retryable, parse_redis_url
 
@@ -87,6 +89,8 @@ def key_prefix(options: Mapping[str, Any]) -> str:
 
 #: Watches of more keys than this get a pub/sub connection of their own.
 BIG_WATCH = 1000
+#: Watches of this many keys or fewer are read by the waiting thread (``redis_direct``).
+DIRECT_WATCH = 16
 
 
 class _RedisWatch(Watch):
@@ -328,6 +332,7 @@ class RedisResultStore(ResultStore):
         self._scripts: dict[str, Script] = {}
         self._hub: _PubSubHub | None = None
         self._hub_lock = threading.Lock()
+        self._direct = DirectConnections(self._pubsub_client.connection_pool.make_connection)  # type: ignore[arg-type]
         self._claims: dict[str, str] = {}
 
     def _k(self, key: str) -> str:
@@ -397,6 +402,10 @@ class RedisResultStore(ResultStore):
                 raise
             watch.owns_hub = True
             return watch
+        conn = self._direct.take() if len(channels) <= DIRECT_WATCH else None
+        if conn is not None:
+            direct = DirectWatch(self._direct, conn, channels, self._retry.call, SUBSCRIBE_TIMEOUT)
+            return direct.start()
         with self._hub_lock:
             if self._hub is None:
                 self._hub = _PubSubHub(self)
@@ -472,6 +481,7 @@ class RedisResultStore(ResultStore):
             hub, self._hub = self._hub, None
         if hub is not None:
             hub.close()
+        self._direct.close()
         for client in (self._client, self._pubsub_client):
             try:
                 client.connection_pool.disconnect()

@@ -56,3 +56,39 @@ def test_frozen_properties_keep_their_bytes() -> None:
     wire.freeze()
     wire.message_id = "filled-in-by-the-client"  # left off the wire unless kept, frozen or not
     assert wire.marshal() == before
+
+
+def test_header_tables_decode_to_what_was_encoded() -> None:
+    """Every kind of header value a task message carries survives pamqp's decoder (floats as
+    doubles, as py-amqp writes them)."""
+    from pamqp import decode
+
+    from celeriac.utils.amqp_wire import encode_table
+
+    table = {
+        "lang": "py",
+        "unicode": "naïve ✓",
+        "shadow": None,
+        "retries": 0,
+        "small": -2147483648,
+        "big": 2**40,
+        "yes": True,
+        "no": False,
+        "expires": 1765000000.123456,
+        "timelimit": [None, 30],
+        "stamps": {"a": ["x"], "nested": {"b": 1.5}},
+        "raw": b"\x00\xff",
+    }
+    size, decoded = decode.field_table(encode_table(table))
+    assert size == len(encode_table(table))
+    assert decoded == table  # bytes that are not UTF-8 come back as bytes
+    assert type(decoded["yes"]) is bool and type(decoded["retries"]) is int
+
+
+def test_a_header_value_amqp_cannot_carry_is_named() -> None:
+    from celeriac.utils.amqp_wire import encode_table
+
+    with pytest.raises(TypeError, match=r"header 'when'.*object"):
+        encode_table({"lang": "py", "when": object()})
+    with pytest.raises(TypeError, match=r"header 'stamps': header 'deep'"):
+        encode_table({"stamps": {"deep": {1, 2}}})

@@ -96,8 +96,12 @@ def main() -> None:
         broker = f"{AMQP}/{vhost}"
         kinds = ["celery", "celeriac"]
         delays = {k: bench_delay(k, broker, args.delay_n) for k in kinds}
-        for _ in range(2):  # the delay runs left ignored messages behind
-            fresh("celeriac_bench").app.transport.purge("celery")  # type: ignore[attr-defined]
+        app = fresh("celeriac_bench").app  # type: ignore[attr-defined]
+        try:
+            for _ in range(2):  # the delay runs left ignored messages behind
+                app.transport.purge("celery")
+        finally:
+            app.close()  # before the vhost goes: no reconnect attempts once it is deleted
         drains = {k: bench_drain(k, root, broker, args.n) for k in kinds}
     finally:
         subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)

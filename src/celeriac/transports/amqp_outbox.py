@@ -30,6 +30,8 @@ logger = logging.getLogger("celeriac.transports.amqp")
 
 #: How long a message keeps being re-sent while RabbitMQ stays unreachable.
 GIVE_UP_AFTER = 300.0
+#: After the publish channel closes, how long its pending publishes may still settle.
+CLOSE_GRACE = 1.0
 
 
 @dataclass(slots=True)
@@ -137,12 +139,26 @@ class Outbox:
                 else:
                     await self._failed(batch, exc)
                 continue
-            task = asyncio.get_running_loop().create_task(self._confirm(batch, futures))
+            task = asyncio.get_running_loop().create_task(self._confirm(batch, futures, ch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _confirm(self, batch: list[_Item], futures: list[asyncio.Future[Any]]) -> None:
-        results = await asyncio.gather(*futures, return_exceptions=True)
+    async def _confirm(
+        self, batch: list[_Item], futures: list[asyncio.Future[Any]], channel: Any
+    ) -> None:
+        gathered = asyncio.gather(*futures, return_exceptions=True)
+        closing = channel.closing
+        try:
+            await asyncio.wait((gathered, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()  # only stops observing the channel
+        if not gathered.done():
+            # The channel closed first. aiormq leaves a publish that was waiting for the dead
+            # connection's write queue waiting forever: those are cancelled and sent again.
+            await asyncio.wait((gathered,), timeout=CLOSE_GRACE)
+            for future in futures:
+                future.cancel()
+        results = await gathered
         retry: list[_Item] = []
         done = 0
         for item, result in zip(batch, results, strict=True):

@@ -37,6 +37,7 @@ from celeriac.backends.base import ResultStore, Watch
 from celeriac.backends.redis_direct import DirectConnections, DirectWatch
 from celeriac.exceptions import BackendError
 from celeriac.utils.redis_conn import Retrier, is_retryable, parse_redis_url
+from celeriac.utils.redis_fast import FastLane
 
 #: Seconds a chord's body-sending claim lasts (Celery: 2 x result_chord_join_timeout, >= 5).
 CHORD_CLAIM_SECONDS = 10
@@ -329,6 +330,8 @@ class RedisResultStore(ResultStore):
         self._client = self.params.client(self.params.max_connections or 32, blocking=True)
         self._pubsub_client = self.params.client(blocking=False)
         self._retry = Retrier(self.params, BackendError)
+        #: Result reads and writes: the calls made for every task.
+        self._fast = FastLane(self.params.pool(blocking=False), self.params.max_connections or 32)
         self._scripts: dict[str, Script] = {}
         self._hub: _PubSubHub | None = None
         self._hub_lock = threading.Lock()
@@ -346,44 +349,42 @@ class RedisResultStore(ResultStore):
 
     # -- values ------------------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
-        value: Any = self._retry.call(self._client.get, self._k(key))
+        value: Any = self._retry.call(self._fast.execute, "GET", self._k(key))
         return bytes(value) if value is not None else None
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        values: list[Any] = self._retry.call(self._client.mget, [self._k(k) for k in keys])
+        values: list[Any] = self._retry.call(
+            self._fast.execute, "MGET", *[self._k(k) for k in keys]
+        )
         return values
 
     def set(self, key: str, value: bytes, ttl: float | None) -> None:
         # One EVALSHA instead of MULTI/SETEX/PUBLISH/EXEC: a result write is on every task's
         # path, and the transaction costs several times more client-side work.
-        script = self._script("set_publish")
         ttl_ms = max(int(ttl * 1000), 1) if ttl and ttl > 0 else 0
-        self._retry.call(script, keys=[self._k(key)], args=[value, ttl_ms])
+        source = _script_source("set_publish")
+        self._retry.call(self._fast.script, source, [self._k(key)], [value, ttl_ms])
 
     def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
         if not items:
             return
 
-        def run() -> None:
-            with self._client.pipeline(transaction=True) as pipe:
-                for key, value in items:
-                    full = self._k(key)
-                    if ttl and ttl > 0:
-                        if float(ttl).is_integer():
-                            # SETEX, as Celery writes it (redis-py deprecates the helper).
-                            pipe.execute_command(  # type: ignore[no-untyped-call]
-                                "SETEX", full, int(ttl), value
-                            )
-                        else:
-                            pipe.set(full, value, px=max(int(ttl * 1000), 1))
-                    else:
-                        pipe.set(full, value)
-                    pipe.publish(full, value)
-                pipe.execute()
-
-        self._retry.call(run)
+        commands: list[tuple[Any, ...]] = []
+        for key, value in items:
+            full = self._k(key)
+            if ttl and ttl > 0:
+                if float(ttl).is_integer():
+                    commands.append(("SETEX", full, int(ttl), value))  # as Celery writes it
+                else:
+                    commands.append(("SET", full, value, "PX", max(int(ttl * 1000), 1)))
+            else:
+                commands.append(("SET", full, value))
+            commands.append(("PUBLISH", full, value))
+        # Each value is written before it is published, on one connection, in one write: no
+        # transaction is needed for a waiter to find the value once notified.
+        self._retry.call(self._fast.pipeline, commands)
 
     def delete(self, keys: Sequence[str]) -> None:
         if keys:
@@ -447,9 +448,10 @@ class RedisResultStore(ResultStore):
         token = uuid.uuid4().hex
         expires = int(ttl) if ttl and ttl > 0 else 0
         reply = self._retry.call(
-            self._script("chord_part"),
-            keys=[keys[".j"], keys[".t"], keys[".s"], keys[".d"], keys[""], keys[".c"]],
-            args=[
+            self._fast.script,
+            _script_source("chord_part"),
+            [keys[".j"], keys[".t"], keys[".s"], keys[".d"], keys[""], keys[".c"]],
+            [
                 task_id,
                 value,
                 "1" if self.chord_ordered else "0",
@@ -482,6 +484,7 @@ class RedisResultStore(ResultStore):
         if hub is not None:
             hub.close()
         self._direct.close()
+        self._fast.close()
         for client in (self._client, self._pubsub_client):
             try:
                 client.connection_pool.disconnect()

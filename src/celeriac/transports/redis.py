@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -49,6 +50,7 @@ from celeriac.transports.base import (
     topic_matches,
 )
 from celeriac.utils.redis_conn import RedisParams, Retrier, is_retryable, parse_redis_url
+from celeriac.utils.redis_fast import FastLane
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -140,6 +142,7 @@ class RedisTransportConfig:
 
 
 @cache
+@functools.cache
 def _script_source(name: str) -> str:
     return (_LUA_DIR / f"{name}.lua").read_text()
 
@@ -344,8 +347,10 @@ class RedisTransport(Transport):
         self._client = self.cfg.conn.client(self.cfg.max_connections, blocking=True)
         self._pubsub_client = self.cfg.conn.client(blocking=False)
         self._retry = Retrier(self.cfg.conn, TransportError)
+        #: Publishing, fetching and acking: the calls made for every task.
+        self._fast = FastLane(self.cfg.conn.pool(blocking=False), self.cfg.max_connections)
         self._scripts: dict[str, Script] = {}
-        self._nowait: redis.Redis | None = None
+        self._nowait: FastLane | None = None
         self._fanout_exchanges: set[str] = set()
         self._lock = threading.Lock()
         self._housekeeping = threading.Lock()
@@ -483,7 +488,7 @@ class RedisTransport(Transport):
             item = items[0]
             payload, _ = encode_envelope(item.message, "", item.routing_key)
             key = self._list_key(item.routing_key, item.message.properties.get("priority"))
-            self._retry.call(self._client.lpush, key, payload)
+            self._retry.call(self._fast.execute, "LPUSH", key, payload)
             return
         exchanges = {
             i.exchange for i in items if i.exchange and i.exchange not in self._fanout_exchanges
@@ -571,17 +576,18 @@ class RedisTransport(Transport):
         order = self._queue_order(wanted)
         keys = [self._list_key(q, s) for s in self.cfg.priority_steps for q in order]
         try:
-            return self._pop(wanted, order, keys, limit, None, client=self._nowait_client())
+            return self._pop(wanted, order, keys, limit, None, lane=self._nowait_lane())
         except redis.RedisError as exc:
             raise TransportError(f"Redis at {self.cfg.conn.endpoint}: fetch failed: {exc}") from exc
 
-    def _nowait_client(self) -> redis.Redis:
-        """A one-connection client whose calls give up within NOWAIT_SOCKET_TIMEOUT: it serves
+    def _nowait_lane(self) -> FastLane:
+        """Connections whose calls give up within NOWAIT_SOCKET_TIMEOUT: they serve
         fetch_nowait, which runs on the worker's event loop."""
         if self._nowait is None:
             conn = self.cfg.conn
             timeout = min(conn.socket_timeout or NOWAIT_SOCKET_TIMEOUT, NOWAIT_SOCKET_TIMEOUT)
-            self._nowait = dataclasses.replace(conn, socket_timeout=timeout).client(1)
+            pool = dataclasses.replace(conn, socket_timeout=timeout).pool(blocking=False)
+            self._nowait = FastLane(pool, 1)
         return self._nowait
 
     def _pop(
@@ -591,9 +597,9 @@ class RedisTransport(Transport):
         keys: list[str],
         limit: int,
         popped: tuple[int, bytes] | None,
-        client: redis.Redis | None = None,
+        lane: FastLane | None = None,
     ) -> list[Delivery]:
-        """Run the fetch script: with retries on the transport's client, or once on *client*."""
+        """Run the fetch script: with retries on the transport's lane, or once on *lane*."""
         args: list[Any] = [
             limit,
             repr(time.time()),
@@ -602,12 +608,12 @@ class RedisTransport(Transport):
         ]
         if popped is not None:
             args += [popped[1], popped[0]]
-        script = self._script("fetch")
+        source = _script_source("fetch")
         keys = [self._unacked, self._unacked_index, self._dlq, *keys]
-        if client is None:
-            reply = self._retry.call(script, keys=keys, args=args)
+        if lane is None:
+            reply = self._retry.call(self._fast.script, source, keys, args)
         else:
-            reply = script(keys, args, client=client)
+            reply = lane.script(source, keys, args)
         new_order = [order[int(i) - 1] for i in reply[0].decode().split(",") if i]
         self._remember_order(wanted, new_order)
         out: list[Delivery] = []
@@ -742,13 +748,8 @@ class RedisTransport(Transport):
         if not tags:
             return
 
-        def run() -> None:
-            with self._client.pipeline(transaction=True) as pipe:
-                pipe.hdel(self._unacked, *tags)
-                pipe.zrem(self._unacked_index, *tags)
-                pipe.execute()
-
-        self._retry.call(run)
+        commands = [("HDEL", self._unacked, *tags), ("ZREM", self._unacked_index, *tags)]
+        self._retry.call(self._fast.pipeline, commands, transaction=True)
 
     def _target(self, delivery: Delivery) -> tuple[dict[str, Any], str]:
         env = _loads(delivery.raw) if delivery.raw is not None else None
@@ -783,9 +784,9 @@ class RedisTransport(Transport):
         if not deliveries:
             return
         now = time.time()
-        mapping = {d.tag: now for d in deliveries}
+        pairs = [x for d in deliveries for x in (now, d.tag)]
         # XX: only re-score leases still held; never resurrect an acked or restored one.
-        self._retry.call(self._client.zadd, self._unacked_index, mapping, xx=True)
+        self._retry.call(self._fast.execute, "ZADD", self._unacked_index, "XX", *pairs)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         env, _ = self._target(delivery)
@@ -929,7 +930,10 @@ class RedisTransport(Transport):
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
         self._retry.stop()
-        clients = [self._client, self._pubsub_client] + ([self._nowait] if self._nowait else [])
+        for lane in (self._fast, self._nowait):
+            if lane is not None:
+                lane.close()
+        clients = [self._client, self._pubsub_client]
         for client in clients:
             try:
                 client.connection_pool.disconnect()

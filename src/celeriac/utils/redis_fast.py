@@ -1,0 +1,145 @@
+"""Commands on the hot paths (publishing a task, fetching, acking, writing and reading results),
+sent on connections of a redis-py pool without going through the client object.
+
+redis-py's client spends several times the cost of the round trip itself on each call (pool
+checkout and release, retry wrapper, event dispatch, connection attributes). Here a command is
+packed by hiredis, written, and its reply read, on a connection borrowed from a small free list.
+The connection itself is redis-py's, so the URL forms, TLS, authentication, RESP3 and sentinel
+discovery all behave exactly as on the client.
+
+Errors are redis-py's: a connection or timeout error drops the connection (its state is unknown)
+and is raised for the caller's :class:`~celeriac.utils.redis_conn.Retrier` to retry on a new one;
+an error reply leaves the connection usable and is raised as ``ResponseError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import hiredis
+import redis
+import redis.exceptions as rexc
+
+#: Idle connections kept per lane; a burst beyond them makes new ones and closes the extras.
+KEEP_IDLE = 8
+#: Most connections a lane has out at once when its owner sets no limit; callers beyond wait.
+DEFAULT_MAX_LENT = 64
+
+
+class _Conn(Protocol):
+    """What a lane uses of a redis-py connection (whose own methods carry no types)."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None: ...
+    def read_response(self, *args: Any, **kwargs: Any) -> Any: ...
+    def disconnect(self, *args: Any) -> None: ...
+
+
+class FastLane:
+    """Single commands, pipelines and scripts on connections made by *pool*."""
+
+    def __init__(self, pool: redis.ConnectionPool, max_lent: int | None = None) -> None:
+        self._pool = pool
+        self._slots = threading.BoundedSemaphore(max_lent or DEFAULT_MAX_LENT)
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._shas: dict[str, bytes] = {}
+        self.closed = False
+
+    # -- connections -------------------------------------------------------------------------------
+    def _take(self) -> _Conn:
+        self._slots.acquire()
+        try:
+            with self._lock:
+                if self._pid != os.getpid():
+                    # Inherited through fork: those sockets (and slots) are the parent's.
+                    self._idle, self._pid = [], os.getpid()
+                if self._idle:
+                    return self._idle.pop()
+            conn: _Conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _give_back(self, conn: _Conn, usable: bool = True) -> None:
+        try:
+            with self._lock:
+                keep = not self.closed and self._pid == os.getpid() and len(self._idle) < KEEP_IDLE
+                if usable and keep:
+                    self._idle.append(conn)
+                    return
+            conn.disconnect()
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+            mine = self._pid == os.getpid()
+        if mine:
+            for conn in idle:
+                conn.disconnect()
+
+    # -- commands ----------------------------------------------------------------------------------
+    def _run(self, packed: bytes, replies: int) -> list[Any]:
+        """Send *packed* (holding *replies* commands) and read every reply, in order.
+
+        An error reply is returned in its place as the exception; the caller raises it.
+        """
+        conn = self._take()
+        try:
+            conn.send_packed_command((packed,), check_health=False)
+            out = []
+            for _ in range(replies):
+                try:
+                    out.append(conn.read_response())
+                except rexc.ResponseError as exc:
+                    out.append(exc)
+        except BaseException:
+            self._give_back(conn, usable=False)  # its state is unknown
+            raise
+        self._give_back(conn)
+        return out
+
+    def execute(self, *args: Any) -> Any:
+        """One command; its reply."""
+        reply = self._run(hiredis.pack_command(args), 1)[0]
+        if isinstance(reply, rexc.ResponseError):
+            raise reply
+        return reply
+
+    def pipeline(self, commands: Sequence[Sequence[Any]], transaction: bool = False) -> list[Any]:
+        """Several commands in one write; their replies (of the EXEC, in a transaction).
+
+        The first error reply is raised after every reply has been read.
+        """
+        if transaction:
+            commands = [("MULTI",), *commands, ("EXEC",)]
+        packed = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+        replies = self._run(packed, len(commands))
+        for reply in replies:
+            if isinstance(reply, rexc.ResponseError):
+                raise reply
+        if transaction:
+            result = replies[-1]
+            if result is None:
+                raise rexc.WatchError("transaction aborted")
+            return list(result)
+        return replies
+
+    def script(self, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """EVALSHA of *source*, loading it first when Redis does not know it (after a restart)."""
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest().encode()
+        try:
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            self.execute("SCRIPT", "LOAD", source)
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)

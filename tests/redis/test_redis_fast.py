@@ -14,6 +14,7 @@ from celeriac.utils.redis_conn import parse_redis_url
 from celeriac.utils.redis_fast import KEEP_IDLE, FastLane
 
 from support.servers import redis_url_or_skip
+from support.waiting import wait_for
 
 DB = 4
 pytestmark = pytest.mark.redis
@@ -127,3 +128,26 @@ def test_a_forked_child_does_not_reuse_the_parents_connections(lane: FastLane) -
         os.waitpid(pid, 0)
     assert child_id not in (-1, parent_id)
     assert lane.execute("CLIENT", "ID") == parent_id  # the parent's connection still in step
+
+
+def test_close_interrupts_a_blocking_command(url: str, raw: redis.Redis) -> None:
+    lane = FastLane(parse_redis_url(url).pool(blocking=False), 4)
+    outcome: list[BaseException | object] = []
+
+    def block() -> None:
+        try:
+            outcome.append(lane.execute("BRPOP", "never-pushed", 30))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    th = threading.Thread(target=block)
+    th.start()
+    wait_for(
+        lambda: any(c.get("cmd") == "brpop" for c in raw.client_list()),
+        timeout=5,
+        what="the BRPOP to block in Redis",
+    )
+    lane.close()
+    th.join(5)
+    assert not th.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], rexc.RedisError | OSError)

@@ -560,7 +560,7 @@ class RedisTransport(Transport):
                 wait = min(wait, sock_timeout * 0.8)
             if wait < 0.01:
                 continue
-            popped = self._retry.call(self._client.brpop, keys, timeout=wait)
+            popped = self._retry.call(self._fast.execute, "BRPOP", *keys, wait)
             if popped:
                 key, raw = popped
                 key = key.decode() if isinstance(key, bytes) else key

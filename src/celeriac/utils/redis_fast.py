@@ -45,6 +45,7 @@ class FastLane:
         self._pool = pool
         self._slots = threading.BoundedSemaphore(max_lent or DEFAULT_MAX_LENT)
         self._idle: list[_Conn] = []
+        self._lent: set[_Conn] = set()
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._shas: dict[str, bytes] = {}
@@ -57,11 +58,12 @@ class FastLane:
             with self._lock:
                 if self._pid != os.getpid():
                     # Inherited through fork: those sockets (and slots) are the parent's.
-                    self._idle, self._pid = [], os.getpid()
-                if self._idle:
-                    return self._idle.pop()
-            conn: _Conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            return conn
+                    self._idle, self._lent, self._pid = [], set(), os.getpid()
+                conn: _Conn = (
+                    self._idle.pop() if self._idle else self._pool.make_connection()  # type: ignore[no-untyped-call]
+                )
+                self._lent.add(conn)
+                return conn
         except BaseException:
             self._slots.release()
             raise
@@ -69,6 +71,7 @@ class FastLane:
     def _give_back(self, conn: _Conn, usable: bool = True) -> None:
         try:
             with self._lock:
+                self._lent.discard(conn)
                 keep = not self.closed and self._pid == os.getpid() and len(self._idle) < KEEP_IDLE
                 if usable and keep:
                     self._idle.append(conn)
@@ -78,12 +81,13 @@ class FastLane:
             self._slots.release()
 
     def close(self) -> None:
+        """Disconnect every connection, also those in use (a blocking BRPOP returns at once)."""
         with self._lock:
             self.closed = True
-            idle, self._idle = self._idle, []
+            conns, self._idle = [*self._idle, *self._lent], []
             mine = self._pid == os.getpid()
         if mine:
-            for conn in idle:
+            for conn in conns:
                 conn.disconnect()
 
     # -- commands ----------------------------------------------------------------------------------

@@ -233,8 +233,12 @@ class _PubSubHub:
 
     def _send_requests(self) -> None:
         with self.cond:
+            if not self._requests:
+                return
             requests, self._requests = self._requests, []
-            live = set(self._watches)
+            # Channels watched again since their UNSUBSCRIBE was asked (not a copy of every
+            # watched channel: this runs on each turn of the thread, with thousands watched).
+            live = {v for kind, v in requests if kind == "unsub" and v in self._watches}
         # Runs of (un)subscriptions go as one command each: a wait for 10,000 results
         # subscribes to, and later leaves, 10,000 channels.
         run_kind = ""

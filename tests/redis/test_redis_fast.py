@@ -151,3 +151,26 @@ def test_close_interrupts_a_blocking_command(url: str, raw: redis.Redis) -> None
     th.join(5)
     assert not th.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], rexc.RedisError | OSError)
+
+
+def test_after_a_lost_connection_the_other_idle_ones_are_not_tried(
+    url: str, raw: redis.Redis
+) -> None:
+    lane = FastLane(parse_redis_url(url).pool(blocking=False), 8)
+    try:
+        conns = [lane._take() for _ in range(3)]  # three connected, then idle
+        ids = []
+        for conn in conns:
+            conn.send_packed_command((b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n",))
+            ids.append(conn.read_response())
+        for conn in conns:
+            lane._give_back(conn)
+        assert len(lane._idle) == 3
+        for client_id in set(ids):  # as a Redis restart would
+            raw.client_kill_filter(_id=client_id)
+        with pytest.raises((rexc.ConnectionError, rexc.TimeoutError)):
+            lane.execute("PING")
+        assert lane._idle == []  # the next call connects afresh instead of failing again
+        assert lane.execute("PING") in (b"PONG", True, "PONG")
+    finally:
+        lane.close()

@@ -80,6 +80,14 @@ class FastLane:
         finally:
             self._slots.release()
 
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+            mine = self._pid == os.getpid()
+        if mine:
+            for conn in idle:
+                conn.disconnect()
+
     def close(self) -> None:
         """Disconnect every connection, also those in use (a blocking BRPOP returns at once)."""
         with self._lock:
@@ -105,8 +113,10 @@ class FastLane:
                     out.append(conn.read_response())
                 except rexc.ResponseError as exc:
                     out.append(exc)
-        except BaseException:
+        except BaseException as exc:
             self._give_back(conn, usable=False)  # its state is unknown
+            if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+                self._drop_idle()  # after a server restart the idle ones are dead too
             raise
         self._give_back(conn)
         return out

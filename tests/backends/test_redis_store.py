@@ -353,3 +353,33 @@ def test_closing_a_big_watch_leaves_its_channels(
     finally:
         kept.close()
     wait_for(lambda: not subscribed(), timeout=5, what="every channel left")
+
+
+class _SilentConnection:
+    """A connection whose server never answers."""
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def can_read(self, timeout: float = 0) -> bool:
+        return False
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("nothing to read")
+
+    def disconnect(self, *args: Any) -> None:
+        pass
+
+
+def test_a_direct_watch_names_the_endpoint_that_did_not_confirm() -> None:
+    from celeriac.backends.redis_direct import DirectConnections
+    from celeriac.exceptions import BackendError
+
+    pool = DirectConnections(_SilentConnection)
+    conn = pool.take()
+    assert conn is not None
+    watch = DirectWatch(
+        pool, conn, {b"k": "k"}, lambda op: op(), 0.05, endpoint="redis://10.0.0.9:6380/2"
+    )
+    with pytest.raises(BackendError, match=r"Redis at redis://10\.0\.0\.9:6380/2 did not confirm"):
+        watch.start()

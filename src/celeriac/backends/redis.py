@@ -409,7 +409,14 @@ class RedisResultStore(ResultStore):
             return watch
         conn = self._direct.take() if len(channels) <= DIRECT_WATCH else None
         if conn is not None:
-            direct = DirectWatch(self._direct, conn, channels, self._retry.call, SUBSCRIBE_TIMEOUT)
+            direct = DirectWatch(
+                self._direct,
+                conn,
+                channels,
+                self._retry.call,
+                SUBSCRIBE_TIMEOUT,
+                endpoint=self.params.endpoint,
+            )
             return direct.start()
         with self._hub_lock:
             if self._hub is None:

@@ -112,8 +112,10 @@ class DirectWatch(Watch):
         keys: Mapping[bytes, str],
         retry: Callable[[Callable[[], None]], None],
         timeout: float,
+        endpoint: str = "Redis",
     ) -> None:
         self._pool = pool
+        self._endpoint = endpoint
         self._conn: Connection | None = conn
         self.keys = keys
         self._retry = retry
@@ -141,7 +143,10 @@ class DirectWatch(Watch):
             while waiting:
                 left = deadline - time.monotonic()
                 if left <= 0 or not conn.can_read(left):
-                    raise BackendError(f"Redis did not confirm SUBSCRIBE within {self._timeout}s")
+                    raise BackendError(
+                        f"Redis at {self._endpoint} did not confirm SUBSCRIBE within "
+                        f"{self._timeout:.0f}s"
+                    )
                 reply = conn.read_response(push_request=True)
                 # Anything else is what the connection's previous watch left unread.
                 if _kind(reply) == b"subscribe":

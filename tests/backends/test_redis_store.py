@@ -14,10 +14,11 @@ import redis
 from celeriac.backends import create_store
 from celeriac.backends.base import ResultStore
 from celeriac.backends.redis import BIG_WATCH, RedisResultStore, key_prefix
-from celeriac.backends.redis_direct import MAX_LENT, DirectWatch
+from celeriac.backends.redis_direct import MAX_LENT, DirectConnections, DirectWatch
+from celeriac.exceptions import BackendError
 
 from contract.store_contract import StoreContract, key
-from support.servers import redis_url_or_skip
+from support.servers import clean_redis_db
 from support.waiting import wait_for
 
 DB = 10
@@ -26,12 +27,8 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    url = f"{redis_url_or_skip()}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with clean_redis_db(DB) as url:
+        yield url
 
 
 @pytest.fixture
@@ -372,9 +369,6 @@ class _SilentConnection:
 
 
 def test_a_direct_watch_names_the_endpoint_that_did_not_confirm() -> None:
-    from celeriac.backends.redis_direct import DirectConnections
-    from celeriac.exceptions import BackendError
-
     pool = DirectConnections(_SilentConnection)
     conn = pool.take()
     assert conn is not None

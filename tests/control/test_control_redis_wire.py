@@ -15,7 +15,7 @@ import redis
 from celeriac import Celery
 from celeriac.contrib.testing import start_worker
 
-from support.servers import redis_url_or_skip
+from support.servers import clean_redis_db
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.redis
@@ -25,14 +25,8 @@ SEP = "\x06\x16"
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    url = f"{redis_url_or_skip()}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
+    with clean_redis_db(DB) as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def test_pidbox_keys_channels_and_envelopes(url: str) -> None:

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from support.background import background
-from support.servers import redis_url_or_skip
+from support.servers import clean_redis_db
 from support.waiting import wait_for
 from support.workerproc import Project
 
@@ -45,14 +44,8 @@ def sleepy(seconds):
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    url = f"{redis_url_or_skip()}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
+    with clean_redis_db(DB) as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture

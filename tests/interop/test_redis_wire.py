@@ -24,7 +24,7 @@ from celeriac.protocol.message import Message, Outgoing
 from celeriac.transports.redis import RedisTransport
 
 from contract.transport_contract import drain
-from support.servers import redis_url_or_skip
+from support.servers import clean_redis_db
 from support.waiting import wait_for
 
 kombu = pytest.importorskip("kombu")
@@ -37,12 +37,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.interop]
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    url = f"{redis_url_or_skip()}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with clean_redis_db(DB) as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import redis.exceptions as rexc
 from celeriac.utils.redis_conn import parse_redis_url
 from celeriac.utils.redis_fast import KEEP_IDLE, FastLane
 
-from support.servers import redis_url_or_skip
+from support.servers import clean_redis_db
 from support.waiting import wait_for
 
 DB = 4
@@ -22,12 +22,8 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    url = f"{redis_url_or_skip()}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with clean_redis_db(DB) as url:
+        yield url
 
 
 @pytest.fixture
@@ -68,6 +64,11 @@ def test_transaction_returns_the_exec_replies(lane: FastLane, raw: redis.Redis) 
     replies = lane.pipeline([("HDEL", "h", "t1", "t2"), ("ZREM", "z", "t1")], transaction=True)
     assert replies == [2, 1]
     assert raw.zrange("z", 0, -1) == [b"t2"]
+    raw.set("text", "x")
+    # An error at run time comes back inside EXEC's reply; it is raised all the same.
+    with pytest.raises(rexc.ResponseError, match="WRONGTYPE"):
+        lane.pipeline([("LPUSH", "text", "y"), ("SET", "after", 1)], transaction=True)
+    assert raw.get("after") == b"1"  # MULTI/EXEC does not roll back
 
 
 def test_script_is_loaded_again_after_a_flush(lane: FastLane, raw: redis.Redis) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -40,6 +42,21 @@ def redis_url_or_skip() -> str:
             "redis-server --daemonize yes --port 6379 --save '' --appendonly no",
         )
     return f"redis://{REDIS_HOST}:{REDIS_PORT}"
+
+
+@contextmanager
+def clean_redis_db(db: int) -> Iterator[str]:
+    """The real Redis's URL for DB *db*, emptied before and after (also when the test fails)."""
+    import redis  # only the Redis tests need it
+
+    url = f"{redis_url_or_skip()}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def amqp_url_or_skip() -> str:

@@ -24,7 +24,7 @@ from celeriac.transports.redis import (
 from celeriac.utils.redis_conn import parse_redis_url
 
 from contract.transport_contract import TransportContract, drain, msg, qname, to_queue
-from support.servers import redis_url_or_skip
+from support.servers import clean_redis_db
 
 DB = 9
 pytestmark = pytest.mark.redis
@@ -32,12 +32,8 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    url = f"{redis_url_or_skip()}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with clean_redis_db(DB) as url:
+        yield url
 
 
 @pytest.fixture

@@ -123,10 +123,7 @@ class FastLane:
 
     def execute(self, *args: Any) -> Any:
         """One command; its reply."""
-        reply = self._run(hiredis.pack_command(args), 1)[0]
-        if isinstance(reply, rexc.ResponseError):
-            raise reply
-        return reply
+        return _raise_first_error(self._run(hiredis.pack_command(args), 1))[0]
 
     def pipeline(self, commands: Sequence[Sequence[Any]], transaction: bool = False) -> list[Any]:
         """Several commands in one write; their replies (of the EXEC, in a transaction).
@@ -136,16 +133,13 @@ class FastLane:
         if transaction:
             commands = [("MULTI",), *commands, ("EXEC",)]
         packed = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
-        replies = self._run(packed, len(commands))
-        for reply in replies:
-            if isinstance(reply, rexc.ResponseError):
-                raise reply
-        if transaction:
-            result = replies[-1]
-            if result is None:
-                raise rexc.WatchError("transaction aborted")
-            return list(result)
-        return replies
+        replies = _raise_first_error(self._run(packed, len(commands)))
+        if not transaction:
+            return replies
+        if replies[-1] is None:
+            raise rexc.WatchError("transaction aborted")
+        # EXEC's replies: a queued command's error reply comes back in its place.
+        return _raise_first_error(list(replies[-1]))
 
     def script(self, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA of *source*, loading it first when Redis does not know it (after a restart)."""
@@ -157,3 +151,11 @@ class FastLane:
         except rexc.NoScriptError:
             self.execute("SCRIPT", "LOAD", source)
             return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def _raise_first_error(replies: list[Any]) -> list[Any]:
+    """*replies*, unless one is an error reply: then the first of those is raised."""
+    for reply in replies:
+        if isinstance(reply, rexc.ResponseError):
+            raise reply
+    return replies

@@ -53,6 +53,14 @@ def slow_late(tag, seconds):
 
 
 @app.task
+def mark_or_die(tag, die=False):
+    record(tag)
+    if die:
+        os.kill(os.getpid(), 9)
+    return tag
+
+
+@app.task
 def slow_early(tag, seconds):
     record(f"start:{tag}")
     time.sleep(seconds)

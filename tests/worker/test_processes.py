@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from celeriac.exceptions import TimeLimitExceeded
+from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
 
 from support.waiting import wait_for
 from support.workerproc import Project, child_pids, count, stop
@@ -142,6 +142,34 @@ def test_no_message_lost_or_duplicated_under_load(project: Project) -> None:
     runs = project.executions()
     assert len(runs) == n
     assert len(set(runs)) == n
+
+
+def test_a_short_task_that_kills_its_process_is_lost_once_and_the_rest_run(
+    project: Project,
+) -> None:
+    """Pool processes say little about starting short tasks with more queued behind them: the
+    supervisor reads a count they keep in shared memory. When such a process dies, that count
+    still tells the job it ran (lost, not run again: it was acked early) from the ones queued
+    behind it (run by the replacement process). Jobs before it ran; a result that was still
+    waiting to be written when the process died is lost with it (WorkerLostError)."""
+    app = project.app
+    task = app.tasks["proj.mark_or_die"]
+    with project.worker("-P", "prefork", "-c", "1"):
+        for r in [task.delay(f"warm{i}") for i in range(50)]:  # now known to be short
+            r.get(timeout=30)
+        batch = [task.delay(f"b{i}", die=i == 10) for i in range(30)]
+        outcomes = []
+        for r in batch:
+            try:
+                outcomes.append(r.get(timeout=30))
+            except WorkerLostError:
+                outcomes.append("lost")
+        time.sleep(0.5)  # a second run of the lost task would show up meanwhile
+    assert outcomes[10] == "lost"
+    assert outcomes[11:] == [f"b{i}" for i in range(11, 30)]
+    assert all(outcomes[i] in (f"b{i}", "lost") for i in range(10))
+    runs = [r for r in project.executions() if r.startswith("b")]
+    assert sorted(runs) == sorted(f"b{i}" for i in range(30))
 
 
 def test_prefork_without_a_result_backend_runs_every_task_once(tmp_path: Path) -> None:

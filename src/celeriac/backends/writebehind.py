@@ -100,6 +100,10 @@ class WriteBehindStore(ResultStore):
             self._items.append(_Report(message))
             self._cond.notify()
 
+    def quiet(self) -> bool:
+        """True when no write or report is queued or in flight."""
+        return not self._items and not self._busy
+
     def flush(self) -> None:
         """Block until every queued write and callback is done."""
         if threading.current_thread() is self._thread:

@@ -12,6 +12,7 @@ get no new job and exit after the one they run.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import logging
 import multiprocessing
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from celeriac import signals
+from celeriac import signals, states
 from celeriac.backends.writebehind import WriteBehindStore
 from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
 from celeriac.worker.job import WORKER_LOST, Job, JobResult, current_rss_kb, fail_job, run_job
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker.pool")
 
 START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+#: A task whose recent runs took less than this (seconds) counts as short.
+SHORT_TASK = 0.002
 
 
 def _load_app(app: Celery | str) -> Celery:
@@ -55,14 +59,18 @@ def child_main(
     conn: multiprocessing.connection.Connection,
     hostname: str,
     measure_rss: bool,
+    starts: Any,
 ) -> None:
     """The loop of one pool process: receive jobs, run them in order, report each (with the
     process's peak RSS when *measure_rss*: ``max_memory_per_child`` compares it).
 
-    To the supervisor it sends a job's id the moment it starts the job, and the job's result once
-    the result is stored (results are written behind, so several may go as one list). So the
-    supervisor knows which jobs really started: a job that never started is not lost when the
-    process exits, it goes back to the queue.
+    Before running a job it counts it in *starts*, memory shared with the supervisor, so the
+    supervisor knows exactly which jobs started (a job that never started is not lost when the
+    process exits: it goes back to the queue). It also says so on the pipe, except for a job of
+    a task known to be short with more jobs queued behind it: the supervisor reads the count
+    when the next message comes, which saves a wake-up of the supervisor per task in floods of
+    short tasks. A job's result goes out once the result is stored (results are written behind,
+    so several may go as one list), or, with nothing to write, with the next message.
 
     SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish, then
     the process exits without starting another. SIGINT is the supervisor's to handle.
@@ -85,8 +93,7 @@ def child_main(
     signals.worker_process_init.send(sender=None)
     pending: deque[Job | None] = deque()
     waiting = _poller(conn)
-    send_now, report, behind = _reporter(app, conn, lambda: not pending and not waiting())
-    held: JobResult | None = None  # a result to send with the next start: one message for both
+    runner = _Runner(app, conn, starts, measure_rss, lambda: not pending and not waiting())
     try:
         while not state["stop"]:
             if not pending:
@@ -98,32 +105,83 @@ def child_main(
             state["busy"] = True  # from here SIGTERM waits for the job's result to be sent
             if state["stop"]:
                 break
-            send_now(job.id if held is None else [held, job.id])
-            held = None
-            with soft_limit_alarm(job.soft_time_limit):
-                result = run_job(app, job)
-            if measure_rss:
-                result.rss_kb = current_rss_kb()
-            if not behind and pending and pending[0] is not None:
-                held = result  # the next job starts right away
-            else:
-                report(result)
+            runner.run(job, pending[0] if pending else None)
             state["busy"] = False
     finally:
-        if held is not None:
-            try:
-                send_now(held)
-            except OSError:
-                pass  # the supervisor is gone
+        try:
+            runner.flush()
+        except OSError:
+            pass  # the supervisor is gone
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
         app.close()
 
 
+class _Runner:
+    """Runs one job at a time in a pool process and tells the supervisor (see ``child_main``)."""
+
+    def __init__(
+        self,
+        app: Celery,
+        conn: multiprocessing.connection.Connection,
+        starts: Any,
+        measure_rss: bool,
+        idle: Callable[[], bool],
+    ) -> None:
+        self.app = app
+        self.starts = starts
+        self.measure_rss = measure_rss
+        self.send_now, self.report, self.quiet = _reporter(app, conn, idle)
+        self.runtime = _Runtimes()
+        self.held: list[JobResult] = []  # results with nothing to write, for the next message
+
+    def run(self, job: Job, following: Job | None) -> None:
+        """Run *job*; *following* is the job queued behind it, if any."""
+        self.starts.value += 1
+        if following is None or job.time_limit or not self.runtime.short(job):
+            # Said at once: the supervisor acks the job now, times its hard limit, and
+            # refills this process while it runs its last job.
+            self.send_now([*self.held, job.id] if self.held else job.id)
+            self.held = []
+        with soft_limit_alarm(job.soft_time_limit):
+            result = run_job(self.app, job)
+        if self.measure_rss:
+            result.rss_kb = current_rss_kb()
+        self.runtime.add(job.name, result.runtime)
+        if following is not None and self.runtime.short(following) and self.quiet():
+            self.held.append(result)  # the next job starts right away
+            return
+        self.flush()
+        self.report(result)
+
+    def flush(self) -> None:
+        """Send the results held back, before anything reported after them."""
+        if self.held:
+            held, self.held = self.held, []
+            self.send_now(held)
+
+
+class _Runtimes:
+    """Recent run time per task name (a moving average), to tell short tasks."""
+
+    __slots__ = ("_avg",)
+
+    def __init__(self) -> None:
+        self._avg: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        last = self._avg.get(name)
+        self._avg[name] = seconds if last is None else 0.8 * last + 0.2 * seconds
+
+    def short(self, job: Job | None) -> bool:
+        """True when *job*'s task is known to run for less than SHORT_TASK."""
+        return job is not None and self._avg.get(job.name, SHORT_TASK) < SHORT_TASK
+
+
 def _reporter(
     app: Celery, conn: multiprocessing.connection.Connection, idle: Callable[[], bool]
-) -> tuple[Callable[[Any], None], Callable[[Any], None], bool]:
-    """How the process reports to the supervisor: ``(send_now, report, behind)``, *behind*
-    telling whether results are written behind.
+) -> tuple[Callable[[Any], None], Callable[[Any], None], Callable[[], bool]]:
+    """How the process reports to the supervisor: ``(send_now, report, quiet)``, *quiet*
+    telling whether no result write is queued (a report may then go with the next message).
 
     Starts go out at once (``send_now``): the supervisor acks an early-ack task when it starts,
     which frees its place in the prefetch window. Results are written behind when they can be
@@ -137,7 +195,7 @@ def _reporter(
     if backend is None or hasattr(backend.store, "send_reply"):
         # No results, or rpc:// replies that travel with the broker.
         send = functools.partial(_send, conn)
-        return send, send, False
+        return send, send, lambda: True
     lock = threading.Lock()  # the writer thread sends on the pipe too
 
     def send_now(message: Any) -> None:
@@ -151,7 +209,7 @@ def _reporter(
 
     behind = WriteBehindStore(backend.store, deliver, idle)
     backend.store = behind
-    return send_now, behind.report, True
+    return send_now, behind.report, behind.quiet
 
 
 def _send(conn: multiprocessing.connection.Connection, message: Any) -> None:
@@ -183,10 +241,14 @@ class _Child:
     process: Any
     conn: multiprocessing.connection.Connection
     waiting: Callable[[], bool]
+    #: How many jobs the process started since it was spawned (shared memory it counts in).
+    starts: Any
     jobs: deque[Job] = field(default_factory=deque)
-    #: How many of ``jobs`` (a prefix: a process runs its jobs in order) have started, as the
-    #: process said. The last of them runs; the ones before it ended, their results on the way.
+    #: How many of ``jobs`` (a prefix: a process runs its jobs in order) are known to have
+    #: started. The last of them runs; the ones before it ended, their results on the way.
     started: int = 0
+    #: How many jobs it finished (reported) since it was spawned.
+    finished: int = 0
     assigned: int = 0
     retiring: bool = False
     alive: bool = True
@@ -199,11 +261,11 @@ class _Child:
         return int(self.process.pid)
 
 
-#: A task whose recent runs took less than this (seconds) counts as short.
-SHORT_TASK = 0.002
 #: At most this many short jobs queue in one process: past the first few, queueing more saves
 #: nothing, and it bounds how long they wait if one of them runs long after all.
 MAX_SHORT_DEPTH = 16
+#: How often (seconds) the supervisor reads the start counts while some jobs' starts are unsaid.
+START_CHECK = 0.05
 
 
 class PreforkPool(Pool):
@@ -216,7 +278,8 @@ class PreforkPool(Pool):
         self._ctx: Any = multiprocessing.get_context(START_METHOD)
         self._children: list[_Child] = []
         #: Recent run time per task name (a moving average), to tell short tasks.
-        self._runtime: dict[str, float] = {}
+        self._runtime = _Runtimes()
+        self._sync_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self._idle = asyncio.Event()
         #: Only a memory limit needs each job's RSS (a system call per job otherwise saved).
@@ -225,6 +288,7 @@ class PreforkPool(Pool):
     # -- children --------------------------------------------------------------------------------
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        starts = self._ctx.RawValue(ctypes.c_uint64, 0)
         app_ref: Celery | str = self.app
         if START_METHOD != "fork":
             if not self.options.app_locator:
@@ -233,13 +297,13 @@ class PreforkPool(Pool):
         signals.worker_before_create_process.send(sender=self)
         process = self._ctx.Process(
             target=child_main,
-            args=(app_ref, child_conn, self.options.hostname, self._measure_rss),
+            args=(app_ref, child_conn, self.options.hostname, self._measure_rss, starts),
             name=f"ForkPoolWorker-{len(self._children) + 1}",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        child = _Child(process, parent_conn, _poller(parent_conn))
+        child = _Child(process, parent_conn, _poller(parent_conn), starts)
         assert self.loop is not None
         self.loop.add_reader(parent_conn.fileno(), self._on_readable, child)
         self.loop.add_reader(process.sentinel, self._on_exit, child)
@@ -272,8 +336,7 @@ class PreforkPool(Pool):
             return self.depth - held
         if self.depth < 2 or held >= MAX_SHORT_DEPTH:
             return 0
-        runtime = self._runtime
-        if all(runtime.get(job.name, SHORT_TASK) < SHORT_TASK for job in child.jobs):
+        if all(self._runtime.short(job) for job in child.jobs):
             return MAX_SHORT_DEPTH - held
         return 0
 
@@ -299,6 +362,7 @@ class PreforkPool(Pool):
         for child in self._children:
             if child.outbox:
                 self._send_outbox(child)
+        self._watch_starts()
 
     def _send_outbox(self, child: _Child) -> None:
         batch, child.outbox = child.outbox, []
@@ -321,11 +385,29 @@ class PreforkPool(Pool):
         """The job *child* runs now, as far as it said."""
         return child.jobs[child.started - 1] if child.started else None
 
-    def _job_started(self, child: _Child, job_id: str) -> None:
-        if child.started >= len(child.jobs) or child.jobs[child.started].id != job_id:
-            logger.error("pool process %d started %s, which it was not given", child.pid, job_id)
+    def _sync_starts(self, child: _Child) -> None:
+        """Take in the jobs *child* started since last asked (it counts them in shared memory,
+        and says so on the pipe only for some)."""
+        unsaid = child.starts.value - child.finished - child.started
+        for _ in range(min(unsaid, len(child.jobs) - child.started)):
+            self._job_started(child, child.jobs[child.started])
+
+    def _watch_starts(self) -> None:
+        """Look at the counts now and then while jobs might have started unsaid: a job of a
+        task thought short may run long, and its early ack should not wait for its result."""
+        if self._sync_timer is not None or not any(len(c.jobs) > c.started for c in self._children):
             return
-        job = child.jobs[child.started]
+        assert self.loop is not None
+        self._sync_timer = self.loop.call_later(START_CHECK, self._check_starts)
+
+    def _check_starts(self) -> None:
+        self._sync_timer = None
+        for child in list(self._children):
+            if child.alive:
+                self._sync_starts(child)
+        self._watch_starts()
+
+    def _job_started(self, child: _Child, job: Job) -> None:
         child.started += 1
         if child.hard_timer is not None:  # the job before it ended
             child.hard_timer.cancel()
@@ -358,19 +440,25 @@ class PreforkPool(Pool):
                 return
             self._on_message(child, message)
             if not isinstance(message, str) or child.conn.closed or not child.waiting():
-                return
+                break
+        # The other processes may have started jobs unsaid meanwhile: count them too.
+        for other in self._children:
+            if other is not child and other.alive and len(other.jobs) > other.started:
+                self._sync_starts(other)
 
     def _on_message(self, child: _Child, message: Any) -> None:
         if isinstance(message, list):  # several reports in one message
             for item in message:
                 self._on_message(child, item)
             return
-        if isinstance(message, str):  # the id of the job it starts now
-            self._job_started(child, message)
+        if isinstance(message, str):  # it starts a job now (the count says which)
+            self._sync_starts(child)
         else:
             self._job_finished(child, message)
 
     def _job_finished(self, child: _Child, result: JobResult) -> None:
+        if not child.started:
+            self._sync_starts(child)
         if not child.started or child.jobs[0].id != result.id:
             logger.error(
                 "pool process %d reported %s, which it had not started", child.pid, result.id
@@ -378,13 +466,11 @@ class PreforkPool(Pool):
             return
         job = child.jobs.popleft()
         child.started -= 1
+        child.finished += 1
         if not child.started and child.hard_timer is not None:
             child.hard_timer.cancel()
             child.hard_timer = None
-        last = self._runtime.get(job.name)
-        self._runtime[job.name] = (
-            result.runtime if last is None else 0.8 * last + 0.2 * result.runtime
-        )
+        self._runtime.add(job.name, result.runtime)
         self._maybe_retire(child, result)
         self.on_done(job, result)
         self._check_idle()
@@ -423,6 +509,7 @@ class PreforkPool(Pool):
                 self._on_message(child, child.conn.recv())
         except (EOFError, OSError):
             pass
+        self._sync_starts(child)  # it may have started a job it had no time to mention
         self._forget_reader(child)
         child.process.join(0)
         if child.hard_timer is not None:
@@ -470,7 +557,10 @@ class PreforkPool(Pool):
         child.outbox.append(job)
 
     def _report_lost(self, child: _Child, job: Job, running: bool) -> None:
-        if running and isinstance(child.kill_reason, TimeLimitExceeded):
+        stored = None if running else self._stored_outcome(job)
+        if stored is not None:
+            result = stored
+        elif running and isinstance(child.kill_reason, TimeLimitExceeded):
             result = fail_job(self.app, job, child.kill_reason)
         else:
             code = child.process.exitcode
@@ -480,6 +570,20 @@ class PreforkPool(Pool):
             result.extra["exitcode"] = code
             result.extra["terminated"] = running and child.kill_reason is not None
         self.on_done(job, result)
+
+    def _stored_outcome(self, job: Job) -> JobResult | None:
+        """How a job that had ended in a process that died before reporting it ended, as far
+        as its stored result tells (results are written before they are reported); None when
+        no final result is stored. The job ran: failing it now would overwrite its result."""
+        backend = self.app.backend
+        if backend is None or hasattr(backend.store, "send_reply"):
+            return None
+        try:
+            state = backend.get_task_meta(job.id).get("status")
+        except Exception:
+            logger.exception("reading the result of %s after its pool process died", job.id)
+            return None
+        return JobResult(job.id, state) if state in states.READY_STATES else None
 
     def _check_idle(self) -> None:
         if not any(c.jobs for c in self._children):
@@ -507,6 +611,7 @@ class PreforkPool(Pool):
 
     def terminate_job(self, job_id: str, signum: int) -> bool:
         for child in self._children:
+            self._sync_starts(child)
             # Before its start message arrives, jobs[0] is taken as running: it is about to.
             running = self._running(child) or (child.jobs[0] if child.jobs else None)
             if running is not None and running.id == job_id and child.process.is_alive():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -738,10 +739,25 @@ class Celery:
     def _expect_reply(self, ignore_result: bool, reply_to: str | None, task_id: str) -> None:
         """Let the result store prepare for a result sent to this client (rpc:// declares its
         reply queue). Not for a message keeping another sender's reply_to (a worker's retry)."""
-        if not ignore_result and (reply_to is None or reply_to == self.oid):
-            backend = self._backend if self._backend_ready else self.backend
-            if backend is not None:
-                backend.on_task_call(self.oid, task_id)
+        expect = self._reply_expecter(ignore_result, reply_to)
+        if expect is not None:
+            expect(task_id)
+
+    def _reply_expecter(
+        self, ignore_result: bool, reply_to: str | None
+    ) -> Callable[[str], None] | None:
+        """What :meth:`_expect_reply` calls per task id for messages sent this way; None when
+        there is nothing to prepare (no result, another sender's reply_to, or a result store
+        with no use for it), so a batch need not ask again for each message."""
+        if ignore_result:
+            return None
+        oid = self.oid
+        if reply_to is not None and reply_to != oid:
+            return None
+        backend = self._backend if self._backend_ready else self.backend
+        if backend is None or getattr(backend.store, "on_task_call", None) is None:
+            return None
+        return functools.partial(backend.on_task_call, oid)
 
     @property
     def _origin(self) -> str:

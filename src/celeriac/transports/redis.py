@@ -182,11 +182,14 @@ def _dumps(value: Any) -> bytes:
 def encode_envelope(message: Message, exchange: str, routing_key: str) -> tuple[bytes, str]:
     """kombu's Redis envelope for *message* with a fresh delivery tag; returns (json, tag)."""
     tag = new_task_id()
-    props = dict(message.properties)
-    props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
-    props.setdefault("priority", 0)
-    props["body_encoding"] = "base64"
-    props["delivery_tag"] = tag
+    props = message.properties
+    props = {
+        **props,
+        "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+        "priority": props.get("priority", 0),
+        "body_encoding": "base64",
+        "delivery_tag": tag,
+    }
     envelope = {
         "body": base64.b64encode(message.body).decode("ascii"),
         "content-encoding": message.content_encoding,
@@ -496,6 +499,7 @@ class RedisTransport(Transport):
         tables = self._binding_tables(exchanges) if exchanges else {}
         by_key: dict[str, list[bytes]] = {}
         broadcasts: list[tuple[str, bytes]] = []
+        list_keys: dict[tuple[str, Any], str] = {}
         for item in items:
             if item.exchange in self._fanout_exchanges:
                 payload, _ = encode_envelope(item.message, item.exchange, item.routing_key)
@@ -506,7 +510,10 @@ class RedisTransport(Transport):
                 item.exchange, item.routing_key, tables.get(item.exchange, [])
             ):
                 payload, _ = encode_envelope(item.message, item.exchange, item.routing_key)
-                by_key.setdefault(self._list_key(queue, priority), []).append(payload)
+                cached = list_keys.get((queue, priority))
+                if cached is None:
+                    cached = list_keys[queue, priority] = self._list_key(queue, priority)
+                by_key.setdefault(cached, []).append(payload)
 
         def send() -> None:
             with self._client.pipeline(transaction=True) as pipe:

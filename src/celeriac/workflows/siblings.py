@@ -46,6 +46,7 @@ def send_siblings(
     ignore_result = bool(headers.get("ignore_result"))
     reply_to = properties.get("reply_to") or None
     check = task.typing if task.typing is not None else app.strict_typing
+    expect_reply = app._reply_expecter(ignore_result, reply_to)
     for index, sig in enumerate(members[1:], 1):
         args, kwargs = list(sig.args), dict(sig.kwargs)
         task_id = new_task_id()
@@ -61,7 +62,8 @@ def send_siblings(
             results.append(usual(sig, index))
             continue
         batch.append(Outgoing(message, template.exchange, template.routing_key))
-        app._expect_reply(ignore_result, reply_to, task_id)
+        if expect_reply is not None:
+            expect_reply(task_id)
         results.append(AsyncResult(task_id, task_name=task.name, app=app))
     return results
 

@@ -112,6 +112,40 @@ def test_fetch_records_unacked_and_ack_clears(
     assert raw.zcard("unacked_index") == 0
 
 
+def test_fetch_early_hands_the_waited_for_message_before_its_lease_is_recorded(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    """A fetch blocked in BRPOP hands the message it gets to ``early`` at once, records its
+    lease in the same call, and returns only the others (here: one more waiting behind it)."""
+    t, q = make_transport(), qname()
+    t.declare(Queue(q))
+    handed: list[Any] = []
+    leased_when_handed: list[bool] = []
+
+    def early(got: list[Any]) -> None:
+        handed.extend(got)
+        leased_when_handed.extend(bool(raw.hexists("unacked", d.tag)) for d in got)
+
+    def publish_soon() -> None:
+        time.sleep(0.3)
+        t.publish(to_queue(q, msg(1)))
+
+    import threading
+
+    sender = threading.Thread(target=publish_soon)
+    sender.start()
+    try:
+        rest = t.fetch_early([q], 10, 5.0, early)
+    finally:
+        sender.join()
+    assert [d.message.body for d in handed] == [msg(1).body]
+    assert leased_when_handed == [False]  # handed before the script ran
+    assert rest == []
+    assert raw.hexists("unacked", handed[0].tag)  # recorded by the time the fetch returned
+    t.ack(handed)
+    assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+
+
 def test_declare_writes_kombu_bindings(
     make_transport: Callable[..., Transport], raw: redis.Redis
 ) -> None:

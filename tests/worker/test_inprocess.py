@@ -315,3 +315,42 @@ def test_task_track_started(app: Celery) -> None:
         wait_for(lambda: result.state == states.STARTED, timeout=10)
         gate.set()
         result.get(timeout=10)
+
+
+def test_settling_a_message_handed_early_waits_for_its_fetch(app: Celery) -> None:
+    """A transport may hand a message over before it recorded the lease (Redis: the message
+    BRPOP returned, while the fetch script runs). Its ack must not reach the broker before that
+    fetch returns, or the lease recorded after it would outlive the task and run it again."""
+    transport = app.transport
+    events: list[str] = []
+    plain_fetch, plain_ack = transport.fetch, transport.ack
+
+    def fetch_early(queues: Any, limit: int, timeout: float, early: Any) -> list[Any]:
+        got = plain_fetch(queues, limit, timeout)
+        if not got:
+            return got
+        early(got[:1])
+        time.sleep(0.5)  # the task starts and is acked early meanwhile
+        events.append("fetch returned")
+        return got[1:]
+
+    def ack(deliveries: Any) -> None:
+        events.extend(f"ack {d.message.headers['id']}" for d in deliveries)
+        plain_ack(deliveries)
+
+    transport.fetch_early = fetch_early  # type: ignore[method-assign]
+    transport.ack = ack  # type: ignore[method-assign]
+    started = threading.Event()
+
+    @app.task
+    def quick() -> str:
+        started.set()
+        return "done"
+
+    with start_worker(app, pool="threads", concurrency=1):
+        result = quick.delay()
+        assert result.get(timeout=10) == "done"
+        assert started.is_set()
+        wait_for(lambda: f"ack {result.id}" in events, timeout=10, what="the ack")
+    first_fetch = events.index("fetch returned")
+    assert events.index(f"ack {result.id}") > first_fetch

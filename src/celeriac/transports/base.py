@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -125,6 +125,19 @@ class Transport(ABC):
         Returns as soon as at least one message is available (an empty list after *timeout*).
         Queues listed first are preferred when priorities are equal. Idle waiting costs no CPU.
         """
+
+    def fetch_early(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        timeout: float,
+        early: Callable[[list[Delivery]], None],
+    ) -> list[Delivery]:
+        """:meth:`fetch`, except that a transport may hand a message to *early* (on the calling
+        thread) as soon as it has it, before its lease is recorded, and return the others.
+        Until this call returns, a message handed early must not be acked, requeued, parked or
+        dead-lettered: the broker's books may not show it yet. Default: plain ``fetch``."""
+        return self.fetch(queues, limit, timeout)
 
     def fetch_nowait(self, queues: Sequence[str], limit: int) -> list[Delivery] | None:
         """Lease up to *limit* messages that are ready now, in one short call that never waits

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import json
 import logging
 import re
@@ -28,7 +27,7 @@ import threading
 import time
 import uuid
 from bisect import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -142,7 +141,6 @@ class RedisTransportConfig:
 
 
 @cache
-@functools.cache
 def _script_source(name: str) -> str:
     return (_LUA_DIR / f"{name}.lua").read_text()
 
@@ -547,6 +545,26 @@ class RedisTransport(Transport):
                     self._cycle = (queues, order)
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        return self._fetch(queues, limit, timeout, None)
+
+    def fetch_early(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        timeout: float,
+        early: Callable[[list[Delivery]], None],
+    ) -> list[Delivery]:
+        # The message BRPOP returns goes to the worker while the fetch script records its lease
+        # (a round trip the task's latency no longer waits for).
+        return self._fetch(queues, limit, timeout, early)
+
+    def _fetch(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        timeout: float,
+        early: Callable[[list[Delivery]], None] | None,
+    ) -> list[Delivery]:
         if not queues or limit <= 0:
             return []
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -572,9 +590,38 @@ class RedisTransport(Transport):
                 key, raw = popped
                 key = key.decode() if isinstance(key, bytes) else key
                 data = raw if isinstance(raw, bytes) else str(raw).encode()
-                got = self._pop(wanted, order, keys, limit, (keys.index(key) + 1, data))
+                k = keys.index(key) + 1
+                handed = self._hand_early(early, data, order[(k - 1) % len(order)])
+                got = self._pop(wanted, order, keys, limit, (k, data))
+                if handed is not None:
+                    if not got or got[0].tag != handed.tag:
+                        logger.error(
+                            "message %s was handed to the worker but the fetch script did not "
+                            "lease it (see the dead-letter queue)",
+                            handed.tag,
+                        )
+                    return [d for d in got if d.tag != handed.tag]
                 if got:
                     return got
+
+    def _hand_early(
+        self, early: Callable[[list[Delivery]], None] | None, raw: bytes, queue: str
+    ) -> Delivery | None:
+        """Hand the message BRPOP returned to *early* before its lease is recorded, when its
+        envelope names its delivery tag (the lease is recorded under it): the delivery handed,
+        or None."""
+        if early is None:
+            return None
+        try:
+            env = _loads(raw)
+            tag = env["properties"]["delivery_tag"]
+            if not isinstance(tag, str) or not tag:
+                return None
+            delivery = self._delivery(raw, queue, tag)
+        except Exception:
+            return None  # the fetch script decides what becomes of it
+        early([delivery])
+        return delivery
 
     def fetch_nowait(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         if not queues or limit <= 0:

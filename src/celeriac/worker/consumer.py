@@ -7,6 +7,7 @@ the broker, except for one short, bounded fetch call while messages are waiting
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -34,6 +35,9 @@ FETCH_TIMEOUT = 1.0
 ACK_BATCH = 64
 #: At most this many ETA messages are held in memory; more are parked in the broker.
 MAX_HELD_ETA = 1000
+
+#: A broker write waiting for a fetch to return: (function, arguments, future of its outcome).
+_HeldWrite = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 
 
 class Consumer:
@@ -63,6 +67,10 @@ class Consumer:
         self.stopping = False
         self.cold = False
         self.paused_queues: set[str] = set()
+        #: Tags the fetch in progress handed over early: their leases may not be recorded yet,
+        #: so broker writes settling them wait (in order) until that fetch returns.
+        self._unrecorded: set[str] = set()
+        self._held_writes: list[_HeldWrite] = []
 
     # -- the fetch loop --------------------------------------------------------------------------
     @property
@@ -100,12 +108,23 @@ class Consumer:
                 # While messages are waiting, fetch right here: a hand-off to the fetch thread
                 # and back costs more than the short call itself.
                 got = self.transport.fetch_nowait(queues, room) if backlog else None
+                handed = 0
                 if not got:
-                    got = await self.loop.run_in_executor(
-                        self._fetcher, self.transport.fetch, queues, room, FETCH_TIMEOUT
-                    )
+                    early = _EarlyTaker(self.loop, self._take_early)
+                    try:
+                        got = await self.loop.run_in_executor(
+                            self._fetcher,
+                            self.transport.fetch_early,
+                            queues,
+                            room,
+                            FETCH_TIMEOUT,
+                            early,
+                        )
+                    finally:
+                        handed = early.count
+                        self._release_held_writes()
                 # A full batch suggests more are waiting; a short one, that the queue is empty.
-                backlog = len(got) >= room
+                backlog = len(got) + handed >= room
             except OperationalError as exc:
                 backlog = False
                 logger.error(
@@ -124,6 +143,26 @@ class Consumer:
                 self.on_delivery(delivery)
             if got:
                 self.dispatch()
+
+    def _take_early(self, got: list[Delivery]) -> None:
+        """Deliveries a fetch in progress handed over (on the loop, before that fetch returns)."""
+        if self.stopping:
+            self.requeue_fetched(got)  # held like any settlement until the fetch returns
+            return
+        self._unrecorded.update(d.tag for d in got)
+        for delivery in got:
+            self.leased[delivery.tag] = delivery
+            self.on_delivery(delivery)
+        self.dispatch()
+
+    def _release_held_writes(self) -> None:
+        """The fetch that handed deliveries early returned: their leases are recorded (or the
+        fetch failed, and there is nothing more to wait for). Send what waited, in order."""
+        self._unrecorded.clear()
+        held, self._held_writes = self._held_writes, []
+        for fn, args, waiter in held:
+            future = self._broker_write(fn, *args)
+            future.add_done_callback(functools.partial(_chain, waiter))
 
     def _work_waiting(self) -> bool:
         # Unacked active requests are queued in the pool (or run, with acks_late).
@@ -381,6 +420,10 @@ class Consumer:
 
     def _broker_write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         assert self.loop is not None
+        if self._unrecorded and _settles_any(args, self._unrecorded):
+            waiter: asyncio.Future[Any] = self.loop.create_future()
+            self._held_writes.append((fn, args, waiter))
+            return waiter
         future = self.loop.run_in_executor(self._writer, _retrying, fn, args)
         future.add_done_callback(_log_write_error)
         return future
@@ -412,6 +455,41 @@ class Consumer:
     def close(self) -> None:
         self._fetcher.shutdown(wait=False, cancel_futures=True)
         self._writer.shutdown(wait=True)
+
+
+class _EarlyTaker:
+    """The ``early`` callback a fetch thread calls: hands deliveries to the loop, counting."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, take: Callable[[list[Delivery]], None]):
+        self._loop = loop
+        self._take = take
+        self.count = 0
+
+    def __call__(self, got: list[Delivery]) -> None:
+        self.count += len(got)
+        # Runs before the fetch's own result reaches the loop: both go through call_soon.
+        self._loop.call_soon_threadsafe(self._take, got)
+
+
+def _settles_any(args: tuple[Any, ...], tags: set[str]) -> bool:
+    for arg in args:
+        if isinstance(arg, Delivery):
+            if arg.tag in tags:
+                return True
+        elif isinstance(arg, list) and any(isinstance(d, Delivery) and d.tag in tags for d in arg):
+            return True
+    return False
+
+
+def _chain(waiter: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    if waiter.done():
+        return
+    if future.cancelled():
+        waiter.cancel()
+    elif future.exception() is not None:
+        waiter.set_exception(future.exception())  # type: ignore[arg-type]
+    else:
+        waiter.set_result(future.result())
 
 
 def _retrying(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:

@@ -327,6 +327,25 @@ def test_waiting_for_many_reads_each_result_once(
 
 
 @pytest.mark.parametrize("size", [500, BIG_WATCH + 500])  # shared connection; one of its own
+def test_a_burst_of_notifications_is_taken_whole(
+    reading_backend: tuple[Any, list[list[str]]], size: int
+) -> None:
+    """Results stored in one pipeline arrive as one burst of PUBLISH messages, read together:
+    every value is taken from its notification (none read again), none is missed."""
+    backend, reads = reading_backend
+    ids = [f"burst-{size}-{i}" for i in range(size)]
+
+    def finish_all() -> None:
+        time.sleep(0.3)
+        backend.store_many([backend.make_meta(t, i, "SUCCESS") for i, t in enumerate(ids)])
+
+    threading.Thread(target=finish_all).start()
+    metas = backend.wait_for_many(ids, timeout=30)
+    assert [m["result"] for m in metas] == list(range(size))
+    assert reads == [ids]  # the one read before waiting; every value came with its notification
+
+
+@pytest.mark.parametrize("size", [500, BIG_WATCH + 500])  # shared connection; one of its own
 def test_closing_a_big_watch_leaves_its_channels(
     make_store: Callable[[], ResultStore], raw: redis.Redis, size: int
 ) -> None:

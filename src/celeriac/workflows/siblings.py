@@ -48,7 +48,8 @@ def send_siblings(
     check = task.typing if task.typing is not None else app.strict_typing
     expect_reply = app._reply_expecter(ignore_result, reply_to)
     for index, sig in enumerate(members[1:], 1):
-        args, kwargs = list(sig.args), dict(sig.kwargs)
+        # The signature's own list and dict: read here (checked, dumped), never kept or changed.
+        args, kwargs = sig.args, sig.kwargs
         task_id = new_task_id()
         message = None
         if embed is not None:

@@ -354,3 +354,43 @@ def test_settling_a_message_handed_early_waits_for_its_fetch(app: Celery) -> Non
         wait_for(lambda: f"ack {result.id}" in events, timeout=10, what="the ack")
     first_fetch = events.index("fetch returned")
     assert events.index(f"ack {result.id}") > first_fetch
+
+
+def test_a_message_handed_early_during_shutdown_goes_back_after_its_fetch(app: Celery) -> None:
+    """Shutdown began while the fetch that handed a message over was still recording it: the
+    message goes back to the queue, and only once that fetch returned."""
+    transport = app.transport
+    events: list[str] = []
+    plain_fetch, plain_requeue = transport.fetch, transport.requeue
+    handing = threading.Event()
+    consumers: list[Any] = []
+
+    def fetch_early(queues: Any, limit: int, timeout: float, early: Any) -> list[Any]:
+        got = plain_fetch(queues, limit, timeout)
+        if not got:
+            return got
+        consumers[0].stopping = True  # shutdown begins just as the message arrives
+        early(got[:1])
+        handing.set()
+        time.sleep(0.5)
+        events.append("fetch returned")
+        return got[1:]
+
+    def requeue(deliveries: Any) -> None:
+        events.extend(f"requeue {d.message.headers['id']}" for d in deliveries)
+        plain_requeue(deliveries)
+
+    transport.fetch_early = fetch_early  # type: ignore[method-assign]
+    transport.requeue = requeue  # type: ignore[method-assign]
+
+    @app.task
+    def never() -> str:
+        return "ran"
+
+    with start_worker(app, pool="threads", concurrency=1) as worker:
+        consumers.append(worker.consumer)
+        result = never.delay()
+        assert handing.wait(10)
+        wait_for(lambda: f"requeue {result.id}" in events, timeout=10, what="the requeue")
+    assert events.index(f"requeue {result.id}") > events.index("fetch returned")
+    assert transport.queue_length("celery") == 1

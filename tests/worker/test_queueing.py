@@ -175,3 +175,28 @@ def test_starts_counted_in_shared_memory_are_taken_in() -> None:
     pool._job_finished(child, JobResult(third.id, "SUCCESS"))  # its result implies its start
     assert started == [first.id, second.id, third.id] and not child.jobs
     loop.close()
+
+
+def test_a_hard_limit_spares_the_process_once_its_job_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job with a time limit ended and a short job started after it without a word on the
+    pipe: when the first job's hard limit comes due, the count shows it is no longer running,
+    so the process (running the other job) is not killed."""
+    killed: list[int] = []
+    monkeypatch.setattr(
+        "celeriac.worker.pools.prefork.os.kill", lambda pid, sig: killed.append(pid)
+    )
+    pool, child = _pool(depth=2)
+    child.process.is_alive = lambda: True  # type: ignore[attr-defined]
+    pool.loop = loop = asyncio.new_event_loop()  # holds the next look's timer; never run
+    limited, short = _job("t.limited"), _job("t.short")
+    limited.time_limit = 1.0
+    child.jobs.extend([limited, short])
+    child.started = 1
+    child.starts.value = 2  # the short job started; the limited one's result is still held
+    pool._hard_limit(child, limited)
+    assert killed == [] and child.started == 2
+    pool._hard_limit(child, short)  # the job that does run is still stopped at its limit
+    assert killed == [4242]
+    loop.close()

@@ -146,10 +146,10 @@ class Consumer:
 
     def _take_early(self, got: list[Delivery]) -> None:
         """Deliveries a fetch in progress handed over (on the loop, before that fetch returns)."""
+        self._unrecorded.update(d.tag for d in got)
         if self.stopping:
             self.requeue_fetched(got)  # held like any settlement until the fetch returns
             return
-        self._unrecorded.update(d.tag for d in got)
         for delivery in got:
             self.leased[delivery.tag] = delivery
             self.on_delivery(delivery)

@@ -418,6 +418,7 @@ class PreforkPool(Pool):
             child.hard_timer = self.loop.call_later(job.time_limit, self._hard_limit, child, job)
 
     def _hard_limit(self, child: _Child, job: Job) -> None:
+        self._sync_starts(child)  # the job may have ended, and a short one started unsaid
         if self._running(child) is job and child.process.is_alive():
             logger.error(
                 "Hard time limit (%ss) exceeded for %s[%s]; killing pool process %d",

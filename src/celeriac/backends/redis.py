@@ -276,6 +276,7 @@ class _PubSubHub:
         # redis-py's per-message path (health check, retry wrapper, message dict, metrics)
         # would cost several times the parsing itself, 10,000 times for a big group.
         pubsub = self._pubsub
+        pubsub.check_health()  # a PING every health_check_interval, as get_message sends
         arrived: list[tuple[Any, Any]] = []
         try:
             while conn.can_read(timeout=0):
@@ -287,7 +288,9 @@ class _PubSubHub:
                     break  # part of a reply: the parser keeps it for the next turn
                 if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                     arrived.append((reply[1], reply[2]))
-                elif not pubsub.is_health_check_response(reply):
+                elif pubsub.is_health_check_response(reply):
+                    pubsub.health_check_response_counter -= 1  # as redis-py counts its PINGs
+                else:
                     msg = pubsub.handle_message(reply)  # (un)subscribe, pong: redis-py's books
                     if msg is not None:
                         self._handle(msg)

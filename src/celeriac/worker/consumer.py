@@ -138,11 +138,14 @@ class Consumer:
                 # Fetched while shutdown began: hand it straight back rather than strand it.
                 self.requeue_fetched(got)
                 break
-            for delivery in got:
-                self.leased[delivery.tag] = delivery
-                self.on_delivery(delivery)
-            if got:
-                self.dispatch()
+            self._take(got)
+
+    def _take(self, got: list[Delivery]) -> None:
+        for delivery in got:
+            self.leased[delivery.tag] = delivery
+            self.on_delivery(delivery)
+        if got:
+            self.dispatch()
 
     def _take_early(self, got: list[Delivery]) -> None:
         """Deliveries a fetch in progress handed over (on the loop, before that fetch returns)."""
@@ -150,10 +153,7 @@ class Consumer:
         if self.stopping:
             self.requeue_fetched(got)  # held like any settlement until the fetch returns
             return
-        for delivery in got:
-            self.leased[delivery.tag] = delivery
-            self.on_delivery(delivery)
-        self.dispatch()
+        self._take(got)
 
     def _release_held_writes(self) -> None:
         """The fetch that handed deliveries early returned: their leases are recorded (or the

@@ -104,7 +104,14 @@ class TransportContract:
     def test_fifo_and_limit(self, make_transport: MakeTransport) -> None:
         t, q = make_transport(), qname()
         t.publish(to_queue(q, *(msg(i) for i in range(10))))
-        first = t.fetch([q], 4, 2.0)
+        # A fetch returns what has arrived, never more than asked: a push transport may hand
+        # the first of a burst before the rest is in.
+        first: list[Delivery] = []
+        deadline = time.monotonic() + 10
+        while len(first) < 4 and time.monotonic() < deadline:
+            got = t.fetch([q], 4 - len(first), 2.0)
+            assert len(got) <= 4 - len(first)
+            first += got
         assert [d.message.headers["n"] for d in first] == [0, 1, 2, 3]
         rest = drain(t, [q], 6)
         assert [d.message.headers["n"] for d in rest] == [4, 5, 6, 7, 8, 9]

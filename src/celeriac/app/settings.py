@@ -447,6 +447,9 @@ _TABLE: list[Setting] = [
         _e("eta_park_threshold", 60.0, FLOAT,
            "Seconds: an ETA further away is parked in the broker, not held in memory.",
            celeriac=True),
+        _e("pool_fetch", True, BOOL,
+           "Prefork on Redis: pool processes fetch plain tasks themselves (see docs/worker.md).",
+           celeriac=True),
     ),
     *_group(
         "beat",

@@ -68,6 +68,9 @@ class WriteBehindStore(ResultStore):
         self._items: list[_Item] = []
         self._busy = False
         self._closed = False
+        #: True: writes wait for :meth:`push` (or a full batch) instead of waking the writer
+        #: thread each, which costs more than the write when results come in a flood.
+        self.gather = False
         self._thread = threading.Thread(target=self._run, name="celeriac-results", daemon=True)
         self._thread.start()
 
@@ -100,6 +103,12 @@ class WriteBehindStore(ResultStore):
             self._items.append(_Report(message))
             self._cond.notify()
 
+    def push(self) -> None:
+        """Start writing what is queued (see ``gather``)."""
+        with self._cond:
+            if self._items:
+                self._cond.notify()
+
     def quiet(self) -> bool:
         """True when no write or report is queued or in flight."""
         return not self._items and not self._busy
@@ -109,6 +118,8 @@ class WriteBehindStore(ResultStore):
         if threading.current_thread() is self._thread:
             return  # deliver() reading the store: everything before it is written already
         with self._cond:
+            if self._items:
+                self._cond.notify()
             while self._items or self._busy:
                 self._cond.wait()
 
@@ -189,7 +200,8 @@ class WriteBehindStore(ResultStore):
         with self._cond:
             self._check_open()
             self._items.append(item)
-            self._cond.notify()
+            if not self.gather or len(self._items) >= BATCH_LIMIT:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:

@@ -146,6 +146,33 @@ class Transport(ABC):
         wait for another process's write), use :meth:`fetch`."""
         return None
 
+    #: True when pool processes may fetch for themselves (:meth:`fetch_for_pool`).
+    supports_pool_fetch: ClassVar[bool] = False
+
+    def fetch_for_pool(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        timeout: float,
+        acks: Sequence[Delivery],
+        announce: Callable[[int], None],
+    ) -> list[Delivery]:
+        """:meth:`fetch` for a pool process that fetches for itself: *acks* are acked in the
+        same round trip first, and while it waits for messages ``announce(waker)`` tells a
+        token :meth:`wake_fetch` can use from another process to end the wait early
+        (``announce(0)`` once the wait ended)."""
+        raise NotImplementedError(f"{type(self).__name__} does not let pool processes fetch")
+
+    def wake_fetch(self, waker: int) -> None:
+        """End the wait of the :meth:`fetch_for_pool` that announced *waker* (it returns what
+        it has, maybe nothing); nothing when that wait is over."""
+        raise NotImplementedError(f"{type(self).__name__} does not let pool processes fetch")
+
+    def redelivery(self, raw: Any, queue: str, tag: str) -> Delivery:
+        """The delivery whose lease data (``Delivery.raw``) is *raw*: for a process that settles
+        what another process fetched."""
+        raise NotImplementedError(f"{type(self).__name__} does not let pool processes fetch")
+
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Remove leased messages for good."""

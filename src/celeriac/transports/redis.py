@@ -604,6 +604,47 @@ class RedisTransport(Transport):
                 if got:
                     return got
 
+    supports_pool_fetch: ClassVar[bool] = True
+
+    def fetch_for_pool(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        timeout: float,
+        acks: Sequence[Delivery],
+        announce: Callable[[int], None],
+    ) -> list[Delivery]:
+        if not queues or limit <= 0:
+            if acks:
+                self.ack(acks)
+            return []
+        wanted = tuple(dict.fromkeys(queues))
+        self._housekeep()
+        order = self._queue_order(wanted)
+        keys = [self._list_key(q, s) for s in self.cfg.priority_steps for q in order]
+        got = self._pop(wanted, order, keys, limit, None, acks=[d.tag for d in acks])
+        wait = min(timeout, self.cfg.polling_interval, self._until_housekeeping())
+        sock_timeout = self.cfg.conn.socket_timeout
+        if sock_timeout:
+            wait = min(wait, sock_timeout * 0.8)
+        if got or wait < 0.01:
+            return got
+        # The waker is the connection's client id: CLIENT UNBLOCK ends the BRPOP as a timeout,
+        # so nothing popped is ever dropped.
+        popped = self._retry.call(self._fast.execute_announced, announce, "BRPOP", *keys, wait)
+        if not popped:
+            return []
+        key, raw = popped
+        key = key.decode() if isinstance(key, bytes) else key
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        return self._pop(wanted, order, keys, limit, (keys.index(key) + 1, data))
+
+    def wake_fetch(self, waker: int) -> None:
+        self._fast.execute("CLIENT", "UNBLOCK", waker)
+
+    def redelivery(self, raw: Any, queue: str, tag: str) -> Delivery:
+        return self._delivery(raw, queue, tag)
+
     def _hand_early(
         self, early: Callable[[list[Delivery]], None] | None, raw: bytes, queue: str
     ) -> Delivery | None:
@@ -652,6 +693,7 @@ class RedisTransport(Transport):
         limit: int,
         popped: tuple[int, bytes] | None,
         lane: FastLane | None = None,
+        acks: Sequence[str] = (),
     ) -> list[Delivery]:
         """Run the fetch script: with retries on the transport's lane, or once on *lane*."""
         args: list[Any] = [
@@ -664,7 +706,11 @@ class RedisTransport(Transport):
             args += [popped[1], popped[0]]
         source = _script_source("fetch")
         keys = [self._unacked, self._unacked_index, self._dlq, *keys]
-        if lane is None:
+        if acks:
+            # Acked in the same write: an ack and a fetch, one round trip.
+            settle = [("HDEL", self._unacked, *acks), ("ZREM", self._unacked_index, *acks)]
+            reply = self._retry.call(self._fast.script_after, settle, source, keys, args)
+        elif lane is None:
             reply = self._retry.call(self._fast.script, source, keys, args)
         else:
             reply = lane.script(source, keys, args)

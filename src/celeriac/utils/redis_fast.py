@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import hiredis
@@ -28,6 +28,7 @@ import redis.exceptions as rexc
 KEEP_IDLE = 8
 #: Most connections a lane has out at once when its owner sets no limit; callers beyond wait.
 DEFAULT_MAX_LENT = 64
+_CLIENT_ID = b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"
 
 
 class _Conn(Protocol):
@@ -151,6 +152,51 @@ class FastLane:
         except rexc.NoScriptError:
             self.execute("SCRIPT", "LOAD", source)
             return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    def script_after(
+        self,
+        commands: Sequence[Sequence[Any]],
+        source: str,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+    ) -> Any:
+        """*commands*, then EVALSHA of *source*, in one write: the script's reply. The first
+        error reply of *commands* is raised (after the script ran)."""
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest().encode()
+        packed = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+        packed += hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+        replies = self._run(packed, len(commands) + 1)
+        *before, reply = replies
+        _raise_first_error(before)
+        if isinstance(reply, rexc.NoScriptError):
+            self.execute("SCRIPT", "LOAD", source)
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        return _raise_first_error([reply])[0]
+
+    def execute_announced(self, announce: Callable[[int], None], *args: Any) -> Any:
+        """One (blocking) command; its reply. While it waits, ``announce(id)`` has told the
+        connection's client id (for ``CLIENT UNBLOCK`` from elsewhere); ``announce(0)``
+        follows once it returned."""
+        conn = self._take()
+        try:
+            conn.send_packed_command(
+                (_CLIENT_ID + hiredis.pack_command(args),),
+                check_health=False,
+            )
+            announce(int(conn.read_response()))
+            try:
+                reply = conn.read_response()
+            finally:
+                announce(0)
+        except BaseException as exc:
+            self._give_back(conn, usable=False)
+            if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+                self._drop_idle()
+            raise
+        self._give_back(conn)
+        return reply
 
 
 def _raise_first_error(replies: list[Any]) -> list[Any]:

@@ -22,6 +22,7 @@ from celeriac.protocol.message import Delivery
 from celeriac.protocol.task import parse
 from celeriac.worker.job import WORKER_LOST, Job, JobResult, fail_job
 from celeriac.worker.limits import RateLimit
+from celeriac.worker.pools.base import SelfFetchHooks
 from celeriac.worker.request import Request
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ FETCH_TIMEOUT = 1.0
 ACK_BATCH = 64
 #: At most this many ETA messages are held in memory; more are parked in the broker.
 MAX_HELD_ETA = 1000
+#: How many messages a self-fetching pool process takes at a time with no prefetch limit.
+SELF_FETCH_UNLIMITED = 64
 
 #: A broker write waiting for a fetch to return: (function, arguments, future of its outcome).
 _HeldWrite = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
@@ -86,11 +89,41 @@ class Consumer:
         # started (the default) no longer holds a place in it.
         return self.window - len(self.ready) - len(self.active) + self._running_acked
 
+    def start_self_fetch(self) -> bool:
+        """Let the pool's processes fetch their tasks themselves (see ``pools.self_fetch``)."""
+        w = self.worker
+        limit = w.prefetch_multiplier if w.prefetch_multiplier > 0 else SELF_FETCH_UNLIMITED
+        hooks = SelfFetchHooks(
+            adopt=self.adopt,
+            orphan=self.on_orphan,
+            tally=self.on_tally,
+            revoked=lambda: list(w.state.revoked),
+        )
+        return self.pool.start_self_fetch(self._fetched_queues(), limit, hooks)
+
+    def _fetched_queues(self) -> list[str]:
+        return [q for q in self.queues if q not in self.paused_queues]
+
+    def queues_changed(self) -> None:
+        """The worker's queues changed (``add_consumer``, ``cancel_consumer``)."""
+        self.pool.forward_queues(self._fetched_queues())
+        self.wake()
+
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.worker.self_fetch:
+            self.start_self_fetch()
         backoff = 1.0
         backlog = False
         while not self.stopping:
+            if self.pool.self_fetching:
+                # The pool's processes fetch: this loop only wakes when that ends.
+                self._room.clear()
+                try:
+                    await asyncio.wait_for(self._room.wait(), FETCH_TIMEOUT)
+                except TimeoutError:
+                    pass
+                continue
             room = self._room_left()
             queues = [q for q in self.queues if q not in self.paused_queues]
             # While work is waiting (here or queued in the pool), fetch in batches of at least
@@ -171,15 +204,69 @@ class Consumer:
     def wake(self) -> None:
         self._room.set()
 
+    # -- what self-fetching pool processes hand over ---------------------------------------------
+    def adopt(self, deliveries: list[Delivery]) -> None:
+        """Messages a pool process fetched but leaves to the worker, as if fetched here."""
+        if self.stopping:
+            self.requeue_fetched(deliveries)
+        else:
+            self._take(deliveries)
+
+    def on_orphan(self, delivery: Delivery, result: JobResult | None) -> None:
+        """A message a dead pool process had fetched for itself: back to the queue when it
+        never started (*result* None); else ended as *result* says, as a job of that process."""
+        if delivery.tag in self.leased:
+            return  # handed over before it died: this consumer holds it
+        if result is None:
+            self.requeue([delivery])
+            return
+        request = self._request(delivery, quiet=True)
+        if request is None:
+            self.ack(delivery)
+            return
+        # It had started: acked then, as this consumer acks (maybe not sent before it died).
+        request.time_start = request.time_start or time.time()
+        request.acknowledged = True
+        self._running_acked += 1
+        self.ack(delivery)
+        self.active[request.id] = request
+        self.on_job_done(request.job, result)
+
+    def on_tally(self, counts: dict[str, int]) -> None:
+        state = self.worker.state
+        for name, n in counts.items():
+            state.processed[name] += n
+            state.total_count += n
+
     # -- receiving -------------------------------------------------------------------------------
     def on_delivery(self, delivery: Delivery) -> None:
+        request = self._request(delivery)
+        if request is None:
+            return
+        if signals.task_received.has_listeners():
+            signals.task_received.send(sender=self.worker, request=request)
+        self.worker.events.task_received(request)
+        if self._skip_if_revoked_or_expired(request):
+            return
+        delay = request.eta_in()
+        if delay > 0:
+            self._hold_eta(request, delay)
+        else:
+            self._ready(request)
+
+    def _request(self, delivery: Delivery, quiet: bool = False) -> Request | None:
+        """The request for *delivery*; None when it is not a task this worker runs (then it
+        is dead-lettered, unless *quiet*)."""
         try:
             msg = parse(delivery.message, self.accept)
         except Exception as exc:
-            self.dead_letter(delivery, f"{type(exc).__name__}: {exc}")
-            return
+            if not quiet:
+                self.dead_letter(delivery, f"{type(exc).__name__}: {exc}")
+            return None
         task = self.app._tasks.get(msg.name)
         if task is None:
+            if quiet:
+                return None
             error = NotRegistered(msg.name)
             signals.task_unknown.send(
                 sender=self.worker, name=msg.name, id=msg.id, message=delivery.message, exc=error
@@ -189,7 +276,7 @@ class Consumer:
                 f"unknown task {msg.name!r} (id {msg.id}): not registered in this worker; "
                 "import its module through 'include' or autodiscovery",
             )
-            return
+            return None
         hard, soft = msg.timelimit
         job = Job.from_message(
             msg,
@@ -203,17 +290,7 @@ class Consumer:
             soft_time_limit=soft or task.soft_time_limit or self.worker.soft_time_limit,
             time_limit=hard or task.time_limit or self.worker.time_limit,
         )
-        request = Request(delivery, msg, task, job)
-        if signals.task_received.has_listeners():
-            signals.task_received.send(sender=self.worker, request=request)
-        self.worker.events.task_received(request)
-        if self._skip_if_revoked_or_expired(request):
-            return
-        delay = request.eta_in()
-        if delay > 0:
-            self._hold_eta(request, delay)
-        else:
-            self._ready(request)
+        return Request(delivery, msg, task, job)
 
     def _is_revoked(self, request: Request) -> bool:
         return request.id in self.worker.state.revoked or self.worker.control.revoked_by_stamp(
@@ -429,7 +506,7 @@ class Consumer:
         return future
 
     def renew_leases(self) -> asyncio.Future[Any] | None:
-        held = list(self.leased.values())
+        held = list(self.leased.values()) + self.pool.held_leases()
         if not held:
             return None
         return self._broker_write(self.transport.renew, held)

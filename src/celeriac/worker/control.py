@@ -342,6 +342,10 @@ class ControlNode:
             found[request.id] = ("reserved", request)
         for request in consumer.active.values():
             found[request.id] = ("active", request)
+        for state, delivery in self.worker.pool.self_fetched():
+            fetched = consumer._request(delivery, quiet=True)
+            if fetched is not None:
+                found.setdefault(fetched.id, (state, fetched))
         return found
 
     def revoked_by_stamp(self, request: Request) -> bool:
@@ -363,7 +367,11 @@ class ControlNode:
     def terminate(self, request_id: str, signum: int) -> bool:
         """Stop a running task (prefork: signal its process; threads/asyncio: interrupt it)."""
         consumer = self.worker.consumer
-        if consumer is None or request_id not in consumer.active:
+        if consumer is None:
+            return False
+        if request_id not in consumer.active and not any(
+            d.message.headers.get("id") == request_id for _, d in self.worker.pool.self_fetched()
+        ):
             return False
         self.terminated[request_id] = signum
         if not self.worker.pool.terminate_job(request_id, signum):
@@ -414,8 +422,7 @@ def clock(node: ControlNode, **_: Any) -> Any:
 
 @command()
 def active(node: ControlNode, safe: Any = None, **_: Any) -> Any:
-    consumer = node.worker.consumer
-    return [r.info() for r in consumer.active.values()] if consumer else []
+    return [r.info() for state, r in node.requests().values() if state == "active"]
 
 
 @command()
@@ -597,6 +604,7 @@ def revoke(
 ) -> Any:
     ids = _ids(task_id)
     node.worker.state.revoked.update(ids)
+    node.worker.pool.forward_revoked(ids)
     node.save_state()
     running = node.requests()
     node.mark_revoked_later([i for i in ids if running.get(i, ("", None))[0] != "active"])
@@ -626,6 +634,7 @@ def revoke_by_stamped_headers(
     for name, values in headers.items():
         values = values if isinstance(values, list | tuple) else [values]
         node.revoked_stamps.setdefault(str(name), set()).update(str(v) for v in values)
+    node.worker.stop_self_fetch("tasks are revoked by stamped headers")
     if not terminate:
         return ok(f"headers {headers} flagged as revoked, but not terminated")
     signum = signum_of(signal)
@@ -649,6 +658,8 @@ def rate_limit(node: ControlNode, task_name: str, rate_limit: Any = None, **_: A
     if task is None:
         return nok("unknown task")
     task.rate_limit = rate_limit or None
+    if rate_limit:
+        node.worker.stop_self_fetch(f"{task_name} has a rate limit now")
     consumer = node.worker.consumer
     if consumer is not None:
         consumer.set_rate_limit(task_name, rate_limit)
@@ -666,6 +677,8 @@ def time_limit(
         return nok("unknown task")
     task.soft_time_limit = float(soft) if soft is not None else None
     task.time_limit = float(hard) if hard is not None else None
+    if hard is not None or soft is not None:
+        node.worker.stop_self_fetch(f"{task.name} has time limits now")
     return ok("time limits set successfully")
 
 
@@ -675,6 +688,7 @@ def enable_events(node: ControlNode, **_: Any) -> Any:
     if events.task_events:
         return ok("task events already enabled")
     events.task_events = True
+    node.worker.stop_self_fetch("task events are on")
     return ok("task events enabled")
 
 
@@ -763,7 +777,7 @@ def add_consumer(
     node._executor.submit(app.transport.declare, entity)
     worker.queue_names.append(queue)
     if worker.consumer is not None:
-        worker.consumer.wake()
+        worker.consumer.queues_changed()
     logger.info("Started consuming from %s", queue)
     return ok(f"add consumer {queue}")
 
@@ -773,6 +787,8 @@ def cancel_consumer(node: ControlNode, queue: str, **_: Any) -> Any:
     names = node.worker.queue_names
     if queue in names:
         names.remove(queue)
+        if node.worker.consumer is not None:
+            node.worker.consumer.queues_changed()
     return ok(f"no longer consuming from {queue}")
 
 

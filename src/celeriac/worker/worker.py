@@ -122,6 +122,8 @@ class Worker:
         )
         freq = float(options.extra.get("heartbeat_interval") or 2.0)
         self.events = WorkerEvents(self, task_events=send_events, freq=freq)
+        #: Pool processes fetch plain tasks themselves (see ``pools.self_fetch``).
+        self.self_fetch = self._self_fetch_allowed()
         self.control = ControlNode(self)  # remote control; loads --statedb revoked ids
         self.consumer: Consumer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -147,6 +149,37 @@ class Worker:
         if not names:
             raise ImproperlyConfigured("the worker has no queue to consume from (check -Q/-X)")
         return names
+
+    def _self_fetch_allowed(self) -> bool:
+        """Whether the pool's processes may fetch for themselves: only where most tasks need
+        nothing of the worker's process (no task events, late acks, time or rate limits by
+        default, autoscale, ``task_received`` handlers or rpc:// results); a task that does need
+        it is handed over all the same."""
+        conf = self.app.conf
+        if self.pool_name != "prefork" or not conf.worker_pool_fetch:
+            return False
+        if not self.app.transport.supports_pool_fetch:
+            return False
+        if (
+            self.events.task_events
+            or conf.task_acks_late
+            or self.time_limit
+            or self.soft_time_limit
+            or (conf.task_default_rate_limit and not conf.worker_disable_rate_limits)
+            or self.options.autoscale
+            or signals.task_received.has_listeners()
+        ):
+            return False
+        backend = self.app.backend
+        return backend is None or not hasattr(backend.store, "send_reply")
+
+    def stop_self_fetch(self, why: str) -> None:
+        """Make the consumer fetch again, for good (a setting changed that tasks need it for)."""
+        if self.pool.self_fetching:
+            logger.info("pool processes no longer fetch tasks themselves: %s", why)
+            self.pool.stop_self_fetch()
+            if self.consumer is not None:
+                self.consumer.wake()
 
     def banner(self) -> str:
         """The startup banner, like Celery's."""

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from celeriac.protocol.message import Delivery
 from celeriac.worker.job import Job, JobResult
 
 if TYPE_CHECKING:
@@ -15,6 +16,21 @@ if TYPE_CHECKING:
 
 OnStart = Callable[[Job, int], None]
 OnDone = Callable[[Job, JobResult], None]
+
+
+@dataclass(slots=True)
+class SelfFetchHooks:
+    """How a pool whose processes fetch for themselves reaches the consumer (on its loop).
+
+    ``adopt``: messages a process fetched but hands over (an ETA, a limit, late ack, ...);
+    ``orphan(delivery, result)``: a message a dead process held, with how its task ended
+    (None: it never started); ``tally``: tasks run, by name.
+    """
+
+    adopt: Callable[[list[Delivery]], None]
+    orphan: Callable[[Delivery, JobResult | None], None]
+    tally: Callable[[dict[str, int]], None]
+    revoked: Callable[[], list[str]]
 
 
 @dataclass(slots=True)
@@ -79,6 +95,31 @@ class Pool(ABC):
     @abstractmethod
     def terminate_job(self, job_id: str, signum: int) -> bool:
         """Stop a running job (revoke with terminate); True when it was running here."""
+
+    #: True while the pool's processes fetch their own tasks (the consumer then does not).
+    self_fetching: bool = False
+
+    def start_self_fetch(self, queues: list[str], limit: int, hooks: SelfFetchHooks) -> bool:
+        """Let the pool's processes fetch for themselves, *limit* messages each at a time;
+        False when this pool cannot."""
+        return False
+
+    def stop_self_fetch(self) -> None:  # noqa: B027 - nothing to stop by default
+        """Stop it for good: the consumer fetches again (messages held go back first)."""
+
+    def forward_revoked(self, ids: list[str]) -> None:  # noqa: B027
+        """Tell self-fetching processes about newly revoked ids."""
+
+    def forward_queues(self, queues: list[str]) -> None:  # noqa: B027
+        """Tell self-fetching processes the queues to fetch from now."""
+
+    def held_leases(self) -> list[Delivery]:
+        """Messages self-fetching processes hold leases on (the worker renews them)."""
+        return []
+
+    def self_fetched(self) -> list[tuple[str, Delivery]]:
+        """What self-fetching processes hold: ``("active" | "reserved", delivery)``."""
+        return []
 
     def grow(self, n: int = 1) -> None:
         """Add capacity (autoscale, ``pool_grow``)."""

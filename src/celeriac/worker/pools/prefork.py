@@ -31,9 +31,21 @@ from typing import TYPE_CHECKING, Any
 from celeriac import signals, states
 from celeriac.backends.writebehind import WriteBehindStore
 from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
+from celeriac.protocol.message import Delivery
 from celeriac.worker.job import WORKER_LOST, Job, JobResult, current_rss_kb, fail_job, run_job
 from celeriac.worker.limits import soft_limit_alarm
-from celeriac.worker.pools.base import Pool
+from celeriac.worker.pools.base import Pool, SelfFetchHooks
+from celeriac.worker.pools.self_fetch import (
+    ENDED,
+    HANDED,
+    RUNNING,
+    WAITING,
+    Board,
+    Control,
+    FetchPlan,
+    SelfFetcher,
+    over_memory,
+)
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -60,6 +72,9 @@ def child_main(
     hostname: str,
     measure_rss: bool,
     starts: Any,
+    board: Board | None = None,
+    max_tasks: int | None = None,
+    max_memory_kb: int | None = None,
 ) -> None:
     """The loop of one pool process: receive jobs, run them in order, report each (with the
     process's peak RSS when *measure_rss*: ``max_memory_per_child`` compares it).
@@ -71,6 +86,10 @@ def child_main(
     when the next message comes, which saves a wake-up of the supervisor per task in floods of
     short tasks. A job's result goes out once the result is stored (results are written behind,
     so several may go as one list), or, with nothing to write, with the next message.
+
+    Told to (a ``fetch`` order, see ``self_fetch``), it also fetches tasks for itself, between
+    the jobs the supervisor sends, and then retires itself after *max_tasks* tasks or past
+    *max_memory_kb*.
 
     SIGTERM (e.g. systemd stopping the whole control group) lets the running task finish, then
     the process exits without starting another. SIGINT is the supervisor's to handle.
@@ -91,29 +110,116 @@ def child_main(
     app = _load_app(app_ref)
     app._check_fork()
     signals.worker_process_init.send(sender=None)
-    pending: deque[Job | None] = deque()
-    waiting = _poller(conn)
-    runner = _Runner(app, conn, starts, measure_rss, lambda: not pending and not waiting())
+    loop = _ChildLoop(app, conn, hostname, board, max_tasks, max_memory_kb)
+    loop.runner = _Runner(app, conn, starts, measure_rss, loop.idle)
     try:
-        while not state["stop"]:
-            if not pending:
-                _receive(conn, pending)
-                continue
-            job = pending.popleft()
-            if job is None:
-                break
-            state["busy"] = True  # from here SIGTERM waits for the job's result to be sent
-            if state["stop"]:
-                break
-            runner.run(job, pending[0] if pending else None)
-            state["busy"] = False
+        loop.run(state)
     finally:
         try:
-            runner.flush()
+            loop.give_back()
+        except Exception:
+            logger.exception("pool process %d: giving back its fetched tasks failed", os.getpid())
+        try:
+            loop.runner.flush()
         except OSError:
             pass  # the supervisor is gone
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
         app.close()
+
+
+class _ChildLoop:
+    """The work loop of a pool process (see ``child_main``): the supervisor's jobs first, then,
+    once told to fetch, the tasks it fetches itself."""
+
+    runner: _Runner
+
+    def __init__(
+        self,
+        app: Celery,
+        conn: multiprocessing.connection.Connection,
+        hostname: str,
+        board: Board | None,
+        max_tasks: int | None,
+        max_memory_kb: int | None,
+    ) -> None:
+        self.app = app
+        self.conn = conn
+        self.hostname = hostname
+        self.board = board
+        self.max_tasks = max_tasks
+        self.max_memory_kb = max_memory_kb
+        self.pending: deque[Job | None] = deque()
+        self.waiting = _poller(conn)
+        self.fetcher: SelfFetcher | None = None
+        self.done = 0  # tasks run (max_tasks counts them while the process fetches)
+        self.retired = False
+
+    def idle(self) -> bool:
+        f = self.fetcher
+        return not self.pending and not self.waiting() and not (f is not None and f.busy)
+
+    def obey(self, order: Control) -> None:
+        if order.kind == "fetch" and self.board is not None:
+            plan, revoked = order.value
+            times = self.runner.runtime
+            self.fetcher = SelfFetcher(
+                self.app,
+                self.board,
+                self.runner.send_now,
+                plan,
+                revoked,
+                times.short_name,
+                times.add,
+                self.hostname,
+            )
+        elif self.fetcher is not None:
+            self.fetcher.apply(order)
+
+    def run(self, state: dict[str, bool]) -> None:
+        pending = self.pending
+        while not state["stop"]:
+            fetcher = self.fetcher if self.fetcher is not None and self.fetcher.on else None
+            if self.waiting() or (not pending and fetcher is None):
+                if self.retired and not pending and not self.waiting():
+                    return
+                _receive(self.conn, pending, self.obey)
+                continue
+            # From here SIGTERM waits: for the job's result to be sent, or for the fetch (a
+            # message it popped is never dropped).
+            state["busy"] = True
+            ran = True
+            if pending:
+                job = pending.popleft()
+                if job is None or state["stop"]:
+                    return
+                self.runner.run(job, pending[0] if pending else None)
+            elif fetcher is not None and fetcher.has_work():
+                ran = fetcher.step() is not None  # else handed to the supervisor
+            elif fetcher is not None:
+                self.runner.flush()
+                fetcher.report_tally(now=not fetcher.busy)
+                room = self.max_tasks - self.done if self.max_tasks else None
+                fetcher.fetch(block=True, room=room)
+                ran = False
+            state["busy"] = False
+            if ran:
+                self.done += 1
+                self._maybe_retire(fetcher)
+
+    def _maybe_retire(self, fetcher: SelfFetcher | None) -> None:
+        if fetcher is None or self.retired:
+            return
+        if (self.max_tasks and self.done >= self.max_tasks) or over_memory(self.max_memory_kb):
+            # Done: what it holds goes back, and the supervisor starts a fresh process.
+            self.retired = True
+            fetcher.give_back()
+            fetcher.on = False
+            self.runner.send_now(("bye",))
+
+    def give_back(self) -> None:
+        if self.fetcher is not None and self.fetcher.on:
+            self.fetcher.on = False
+            self.fetcher.give_back()
 
 
 class _Runner:
@@ -176,6 +282,9 @@ class _Runtimes:
         """True when *job*'s task is known to run for less than SHORT_TASK."""
         return job is not None and self._avg.get(job.name, SHORT_TASK) < SHORT_TASK
 
+    def short_name(self, name: str) -> bool:
+        return self._avg.get(name, SHORT_TASK) < SHORT_TASK
+
 
 def _reporter(
     app: Celery, conn: multiprocessing.connection.Connection, idle: Callable[[], bool]
@@ -218,13 +327,25 @@ def _send(conn: multiprocessing.connection.Connection, message: Any) -> None:
     conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
 
-def _receive(conn: multiprocessing.connection.Connection, pending: deque[Job | None]) -> None:
-    """Add the next batch from the supervisor to *pending* (a stop mark when it is gone)."""
+def _receive(
+    conn: multiprocessing.connection.Connection,
+    pending: deque[Job | None],
+    obey: Callable[[Control], None],
+) -> None:
+    """Add the next batch from the supervisor to *pending* (a stop mark when it is gone);
+    orders in it are carried out at once."""
     try:
         batch = conn.recv()
     except EOFError:
         batch = None
-    pending.extend([None] if batch is None else batch)
+    if batch is None:
+        pending.append(None)
+        return
+    for item in batch:
+        if isinstance(item, Control):
+            obey(item)
+        else:
+            pending.append(item)
 
 
 def _poller(conn: multiprocessing.connection.Connection) -> Callable[[], bool]:
@@ -255,6 +376,8 @@ class _Child:
     outbox: list[Job] = field(default_factory=list)
     kill_reason: BaseException | None = None
     hard_timer: asyncio.TimerHandle | None = None
+    #: The batch it fetched for itself (see ``self_fetch``).
+    board: Board | None = None
 
     @property
     def pid(self) -> int:
@@ -284,11 +407,16 @@ class PreforkPool(Pool):
         self._idle = asyncio.Event()
         #: Only a memory limit needs each job's RSS (a system call per job otherwise saved).
         self._measure_rss = bool(self.options.max_memory_per_child)
+        #: Set while the processes fetch for themselves.
+        self._plan: FetchPlan | None = None
+        self._hooks: SelfFetchHooks | None = None
 
     # -- children --------------------------------------------------------------------------------
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         starts = self._ctx.RawValue(ctypes.c_uint64, 0)
+        board = Board(self._ctx)
+        o = self.options
         app_ref: Celery | str = self.app
         if START_METHOD != "fork":
             if not self.options.app_locator:
@@ -297,18 +425,127 @@ class PreforkPool(Pool):
         signals.worker_before_create_process.send(sender=self)
         process = self._ctx.Process(
             target=child_main,
-            args=(app_ref, child_conn, self.options.hostname, self._measure_rss, starts),
+            args=(
+                app_ref,
+                child_conn,
+                o.hostname,
+                self._measure_rss,
+                starts,
+                board,
+                o.max_tasks_per_child,
+                o.max_memory_per_child,
+            ),
             name=f"ForkPoolWorker-{len(self._children) + 1}",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        child = _Child(process, parent_conn, _poller(parent_conn), starts)
+        child = _Child(process, parent_conn, _poller(parent_conn), starts, board=board)
         assert self.loop is not None
         self.loop.add_reader(parent_conn.fileno(), self._on_readable, child)
         self.loop.add_reader(process.sentinel, self._on_exit, child)
         self._children.append(child)
+        if self._plan is not None:
+            self._order(child, self._fetch_order())
         return child
+
+    # -- processes that fetch for themselves -------------------------------------------------------
+    def start_self_fetch(self, queues: list[str], limit: int, hooks: SelfFetchHooks) -> bool:
+        if not self.app.transport.supports_pool_fetch:
+            return False
+        self._plan = FetchPlan(tuple(queues), limit)
+        self._hooks = hooks
+        self.self_fetching = True
+        order = self._fetch_order()
+        for child in self._children:
+            self._order(child, order)
+        return True
+
+    def _fetch_order(self) -> Control:
+        assert self._hooks is not None
+        return Control("fetch", (self._plan, self._hooks.revoked()))
+
+    def stop_self_fetch(self) -> None:
+        if self._plan is None:
+            return
+        self._plan = None
+        self.self_fetching = False
+        for child in self._children:
+            self._order(child, Control("stop-fetching"))
+
+    def forward_revoked(self, ids: list[str]) -> None:
+        if self._plan is not None:
+            for child in self._children:
+                self._order(child, Control("revoke", list(ids)), wake=False)
+
+    def forward_queues(self, queues: list[str]) -> None:
+        if self._plan is not None:
+            self._plan = FetchPlan(tuple(queues), self._plan.limit)
+            for child in self._children:
+                self._order(child, Control("queues", list(queues)))
+
+    def _order(self, child: _Child, order: Control, wake: bool = True) -> None:
+        if not child.alive:
+            return
+        child.outbox.append(order)  # type: ignore[arg-type]
+        self._send_outbox(child, wake)
+
+    def _wake(self, child: _Child) -> None:
+        """End the fetch wait of *child*, if it waits: what was sent to it runs now."""
+        board = child.board
+        waker = board.waker.value if board is not None else 0
+        if waker:
+            assert self.loop is not None
+            self.loop.run_in_executor(None, _wake_fetch, self.app, waker)
+
+    def self_fetched(self) -> list[tuple[str, Delivery]]:
+        found = []
+        for child in self._children:
+            for delivery, mark in self._boarded(child):
+                if mark == RUNNING:
+                    found.append(("active", delivery))
+                elif mark == WAITING:
+                    found.append(("reserved", delivery))
+        return found
+
+    def _boarded(self, child: _Child) -> list[tuple[Delivery, int]]:
+        """The messages on *child*'s board, with their states (see ``self_fetch``)."""
+        if child.board is None:
+            return []
+        read = child.board.read()
+        if read is None:
+            logger.error(
+                "pool process %d: its fetched batch could not be read; those messages return "
+                "to their queues when their leases expire",
+                child.pid,
+            )
+            return []
+        transport = self.app.transport
+        out = []
+        for (raw, queue, tag, _task_id), mark in read:
+            try:
+                out.append((transport.redelivery(raw, queue, tag), mark))
+            except Exception:
+                logger.exception("pool process %d held an unreadable message %s", child.pid, tag)
+        return out
+
+    def held_leases(self) -> list[Delivery]:
+        """Messages the processes fetched for themselves and may still hold leases on."""
+        return [d for c in self._children for d, mark in self._boarded(c) if mark != HANDED]
+
+    def _settle_board(self, child: _Child) -> None:
+        """*child* died: settle the messages it fetched for itself, as its jobs are settled."""
+        if self._hooks is None:
+            return  # it never fetched
+        for delivery, mark in self._boarded(child):
+            if mark == HANDED:
+                continue
+            if mark == WAITING:
+                self._hooks.orphan(delivery, None)
+                continue
+            task_id = str(delivery.message.headers.get("id") or "")
+            stored = self._stored_outcome(task_id) if mark == ENDED else None
+            self._hooks.orphan(delivery, stored or self._lost(child, task_id, mark == RUNNING))
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -364,16 +601,20 @@ class PreforkPool(Pool):
                 self._send_outbox(child)
         self._watch_starts()
 
-    def _send_outbox(self, child: _Child) -> None:
+    def _send_outbox(self, child: _Child, wake: bool = True) -> None:
         batch, child.outbox = child.outbox, []
         if batch and child.alive:
             try:
                 _send(child.conn, batch)
             except OSError:
-                pass  # it died; its sentinel reports the jobs
+                return  # it died; its sentinel reports the jobs
+            if wake:
+                self._wake(child)
 
     def _check_recycle_quota(self, child: _Child) -> None:
         limit = self.options.max_tasks_per_child
+        if self._plan is not None:
+            return  # a process that fetches counts its tasks itself
         if limit and child.assigned >= limit and not child.retiring:
             # No more jobs for it: it exits after the ones it holds, and a fresh process
             # takes its slot.
@@ -452,10 +693,25 @@ class PreforkPool(Pool):
             for item in message:
                 self._on_message(child, item)
             return
+        if isinstance(message, tuple):  # from a process that fetches for itself
+            self._on_fetcher_message(child, message)
+            return
         if isinstance(message, str):  # it starts a job now (the count says which)
             self._sync_starts(child)
         else:
             self._job_finished(child, message)
+
+    def _on_fetcher_message(self, child: _Child, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "bye":  # it reached its task or memory limit: it exits, a new one starts
+            child.retiring = True
+            self._replenish()
+        elif self._hooks is None:
+            logger.error("pool process %d sent %r unasked", child.pid, kind)
+        elif kind == "adopt":
+            self._hooks.adopt(message[1])
+        elif kind == "tally":
+            self._hooks.tally(message[1])
 
     def _job_finished(self, child: _Child, result: JobResult) -> None:
         if not child.started:
@@ -528,6 +784,7 @@ class PreforkPool(Pool):
         # results had not been reported, so they may not be stored: they count as lost too.
         for i, job in enumerate(started):
             self._report_lost(child, job, running=i == len(started) - 1)
+        self._settle_board(child)
         if unstarted:
             # Jobs it never started (queued behind its last one, e.g. after SIGTERM): other
             # processes run them, or, when the pool is stopping, they go back to the queue.
@@ -558,21 +815,23 @@ class PreforkPool(Pool):
         child.outbox.append(job)
 
     def _report_lost(self, child: _Child, job: Job, running: bool) -> None:
-        stored = None if running else self._stored_outcome(job)
+        stored = None if running else self._stored_outcome(job.id)
         if stored is not None:
             result = stored
         elif running and isinstance(child.kill_reason, TimeLimitExceeded):
             result = fail_job(self.app, job, child.kill_reason)
         else:
-            code = child.process.exitcode
-            result = JobResult(
-                job.id, WORKER_LOST, exc_repr=repr(WorkerLostError(_exit_text(code)))
-            )
-            result.extra["exitcode"] = code
-            result.extra["terminated"] = running and child.kill_reason is not None
+            result = self._lost(child, job.id, running)
         self.on_done(job, result)
 
-    def _stored_outcome(self, job: Job) -> JobResult | None:
+    def _lost(self, child: _Child, job_id: str, running: bool) -> JobResult:
+        code = child.process.exitcode
+        result = JobResult(job_id, WORKER_LOST, exc_repr=repr(WorkerLostError(_exit_text(code))))
+        result.extra["exitcode"] = code
+        result.extra["terminated"] = running and child.kill_reason is not None
+        return result
+
+    def _stored_outcome(self, job_id: str) -> JobResult | None:
         """How a job that had ended in a process that died before reporting it ended, as far
         as its stored result tells (results are written before they are reported); None when
         no final result is stored. The job ran: failing it now would overwrite its result."""
@@ -580,11 +839,11 @@ class PreforkPool(Pool):
         if backend is None or hasattr(backend.store, "send_reply"):
             return None
         try:
-            state = backend.get_task_meta(job.id).get("status")
+            state = backend.get_task_meta(job_id).get("status")
         except Exception:
-            logger.exception("reading the result of %s after its pool process died", job.id)
+            logger.exception("reading the result of %s after its pool process died", job_id)
             return None
-        return JobResult(job.id, state) if state in states.READY_STATES else None
+        return JobResult(job_id, state) if state in states.READY_STATES else None
 
     def _check_idle(self) -> None:
         if not any(c.jobs for c in self._children):
@@ -593,7 +852,14 @@ class PreforkPool(Pool):
     # -- control ---------------------------------------------------------------------------------
     async def stop(self, graceful: bool) -> None:
         self._stopping = True
-        if graceful:
+        if graceful and self._plan is not None:
+            # Processes that fetch run their current task, give the rest back, and exit: wait
+            # for them (a second signal makes the stop cold).
+            for child in list(self._children):
+                self._order(child, None)  # type: ignore[arg-type]
+            while self._children:
+                await asyncio.sleep(0.02)
+        elif graceful:
             await self._idle.wait()
         for child in list(self._children):
             if graceful:
@@ -612,16 +878,25 @@ class PreforkPool(Pool):
 
     def terminate_job(self, job_id: str, signum: int) -> bool:
         for child in self._children:
+            for delivery, mark in self._boarded(child):
+                if mark == RUNNING and delivery.message.headers.get("id") == job_id:
+                    return self._terminate(child, signum)
+        for child in self._children:
             self._sync_starts(child)
             # Before its start message arrives, jobs[0] is taken as running: it is about to.
             running = self._running(child) or (child.jobs[0] if child.jobs else None)
-            if running is not None and running.id == job_id and child.process.is_alive():
-                child.kill_reason = WorkerLostError(f"terminated by signal {signum}")
-                # Pool processes finish their task on SIGTERM (graceful stops); terminating a
-                # task must stop it now.
-                os.kill(child.pid, signal.SIGKILL if signum == signal.SIGTERM else signum)
-                return True
+            if running is not None and running.id == job_id:
+                return self._terminate(child, signum)
         return False
+
+    def _terminate(self, child: _Child, signum: int) -> bool:
+        if not child.process.is_alive():
+            return False
+        child.kill_reason = WorkerLostError(f"terminated by signal {signum}")
+        # Pool processes finish their task on SIGTERM (graceful stops); terminating a task
+        # must stop it now.
+        os.kill(child.pid, signal.SIGKILL if signum == signal.SIGTERM else signum)
+        return True
 
     def grow(self, n: int = 1) -> None:
         super().grow(n)
@@ -645,6 +920,14 @@ class PreforkPool(Pool):
 
     def pids(self) -> list[int]:
         return [c.pid for c in self._children]
+
+
+def _wake_fetch(app: Celery, waker: int) -> None:
+    try:
+        app.transport.wake_fetch(waker)
+    except Exception as exc:
+        # It still sees the job when its wait times out (at most a second).
+        logger.warning("could not wake a pool process waiting for messages: %r", exc)
 
 
 def _exit_text(code: int | None) -> str:

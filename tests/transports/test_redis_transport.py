@@ -347,3 +347,48 @@ def test_fetch_nowait_gives_up_on_a_server_that_does_not_answer() -> None:
             assert time.monotonic() - start < NOWAIT_SOCKET_TIMEOUT * 3
         finally:
             transport.close()
+
+
+# -- fetching for a pool process -----------------------------------------------------------------
+def test_fetch_for_pool_acks_in_the_same_call_and_leases_the_next(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    t = make_transport()
+    q = qname()
+    t.publish(to_queue(q, *(msg(i) for i in range(5))))
+    first = t.fetch_for_pool([q], 2, 0.0, [], lambda waker: None)
+    assert [d.message.headers["n"] for d in first] == [0, 1]
+    assert raw.hlen("unacked") == 2
+    second = t.fetch_for_pool([q], 2, 0.0, first, lambda waker: None)
+    assert [d.message.headers["n"] for d in second] == [2, 3]
+    assert set(raw.hkeys("unacked")) == {d.tag.encode() for d in second}
+    assert raw.zcard("unacked_index") == 2
+
+
+def test_wake_fetch_ends_a_pool_process_wait(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    import threading
+
+    waiter, other = make_transport(), make_transport()
+    q = qname()
+    wakers: list[int] = []
+    got: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: got.append(waiter.fetch_for_pool([q], 4, 1.0, [], wakers.append))
+    )
+    start = time.monotonic()
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not wakers and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert wakers and wakers[0] > 0  # the connection's client id while it waits
+    other.wake_fetch(wakers[0])
+    thread.join(5)
+    assert got == [[]]
+    assert time.monotonic() - start < 0.7  # well before the wait's second ran out
+    assert wakers[-1] == 0  # the wait is over
+    # Nothing was popped and dropped: a message sent now is fetched as usual.
+    other.publish(to_queue(q, msg(7)))
+    [d] = waiter.fetch_for_pool([q], 4, 1.0, [], lambda w: None)
+    assert d.message.headers["n"] == 7

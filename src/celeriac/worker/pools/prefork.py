@@ -916,6 +916,7 @@ class PreforkPool(Pool):
             "put-guarded-by-semaphore": False,
             "timeouts": [0, 0],
             "writes": {},
+            "self-fetching": self.self_fetching,
         }
 
     def pids(self) -> list[int]:

@@ -147,9 +147,9 @@ class SelfFetcher:
         self.rate_limits_off = bool(app.conf.worker_disable_rate_limits)
         self.on = True
         # Results of a batch's short tasks are written together, before the next fetch.
-        store = getattr(app.backend, "store", None) if app.backend is not None else None
+        store: Any = getattr(app.backend, "store", None) if app.backend is not None else None
         self._push: Callable[[], None] = getattr(store, "push", _nothing)
-        if hasattr(store, "gather"):
+        if store is not None and hasattr(store, "gather"):
             store.gather = True
         self.batch: list[Delivery] = []
         self.next = 0

@@ -27,6 +27,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 CELERIAC_ONLY = {
     "broker_dead_letter_queue": "celeriac.dlq",
     "worker_eta_park_threshold": 60.0,
+    "worker_pool_fetch": True,
     "beat_catch_up": "once",
     "beat_lock_url": None,
 }

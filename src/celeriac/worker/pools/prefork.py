@@ -56,6 +56,8 @@ START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else 
 
 #: A task whose recent runs took less than this (seconds) counts as short.
 SHORT_TASK = 0.002
+#: First wait (seconds) of a pool process that cannot fetch from the broker; it doubles.
+FETCH_RETRY = 1.0
 
 
 def _load_app(app: Celery | str) -> Celery:
@@ -153,6 +155,7 @@ class _ChildLoop:
         self.fetcher: SelfFetcher | None = None
         self.done = 0  # tasks run (max_tasks counts them while the process fetches)
         self.retired = False
+        self.backoff = FETCH_RETRY
 
     def idle(self) -> bool:
         f = self.fetcher
@@ -178,7 +181,9 @@ class _ChildLoop:
     def run(self, state: dict[str, bool]) -> None:
         pending = self.pending
         while not state["stop"]:
-            fetcher = self.fetcher if self.fetcher is not None and self.fetcher.on else None
+            fetcher = self.fetcher
+            if fetcher is not None and not (fetcher.on and (fetcher.queues or fetcher.has_work())):
+                fetcher = None  # not fetching (or from no queue): only the supervisor's jobs
             if self.waiting() or (not pending and fetcher is None):
                 if self.retired and not pending and not self.waiting():
                     return
@@ -199,12 +204,28 @@ class _ChildLoop:
                 self.runner.flush()
                 fetcher.report_tally(now=not fetcher.busy)
                 room = self.max_tasks - self.done if self.max_tasks else None
-                fetcher.fetch(block=True, room=room)
+                self._fetch(fetcher, room)
                 ran = False
             state["busy"] = False
             if ran:
                 self.done += 1
                 self._maybe_retire(fetcher)
+
+    def _fetch(self, fetcher: SelfFetcher, room: int | None) -> None:
+        try:
+            fetcher.fetch(block=True, room=room)
+            self.backoff = FETCH_RETRY
+        except Exception as exc:
+            # The broker is away (the transport retried already): wait, keep serving the
+            # supervisor's jobs, and try again.
+            logger.error(
+                "pool process %d: cannot fetch from the broker (%s); retrying in %.0fs",
+                os.getpid(),
+                exc,
+                self.backoff,
+            )
+            select.select([self.conn], [], [], self.backoff)
+            self.backoff = min(self.backoff * 2, 30.0)
 
     def _maybe_retire(self, fetcher: SelfFetcher | None) -> None:
         if fetcher is None or self.retired:

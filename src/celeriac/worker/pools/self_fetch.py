@@ -200,11 +200,15 @@ class SelfFetcher:
         self.board.waker.value = waker
 
     def flush_acks(self, acks: list[Delivery] | None = None) -> None:
-        acks = self.acks if acks is None else acks
-        if acks:
+        if acks is None:
+            acks, self.acks = self.acks, []
+        if not acks:
+            return
+        try:
             self.transport.ack(acks)
-        if acks is self.acks:
-            self.acks = []
+        except Exception:
+            self.acks = acks + self.acks  # sent with the next call
+            raise
 
     # -- running -----------------------------------------------------------------------------------
     def step(self) -> str | None:
@@ -221,7 +225,10 @@ class SelfFetcher:
         self.board.states[i] = RUNNING
         self.acks.append(delivery)  # acked when it starts, as the supervisor acks
         if not self.short(job.name):
-            self.flush_acks()
+            try:
+                self.flush_acks()
+            except Exception as exc:
+                logger.warning("acking %s failed (%r); it goes with the next fetch", job.id, exc)
         result = run_job(self.app, job)
         self.board.states[i] = ENDED
         self.ran(job.name, result.runtime)

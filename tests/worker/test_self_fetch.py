@@ -213,3 +213,32 @@ def test_turning_task_events_on_hands_fetching_back_to_the_worker(project: Proje
         assert [r.get(timeout=30) for r in results] == [f"e{i}" for i in range(50)]
     runs = project.executions()
     assert all(count(runs, f"e{i}") == 1 for i in range(50))
+
+
+def test_a_task_for_the_worker_goes_to_a_process_that_waits(project: Project) -> None:
+    app = project.app
+    # Sent first, it goes to the first process told to fetch: the one the worker would pick
+    # first were it not running `long`.
+    long = app.tasks["proj.slow_early"].delay("long", 20)
+    with project.worker("-P", "prefork", "-c", "2"):
+        wait_for(lambda: "start:long" in project.executions(), timeout=20)
+        busy = _pid_of(project, "start:long")
+        for i in range(3):
+            # Due soon: the worker holds it, then sends it to the process not running `long`.
+            eta = app.tasks["proj.mark"].apply_async((f"eta{i}",), countdown=0.2)
+            assert eta.get(timeout=5) == f"eta{i}"
+            assert _pid_of(project, f"eta{i}") != busy
+        long.revoke(terminate=True)
+
+
+def test_a_process_waiting_for_messages_is_woken_for_the_workers_task(project: Project) -> None:
+    app = project.app
+    with project.worker("-P", "prefork", "-c", "1"):
+        assert app.tasks["proj.mark"].delay("warm-up").get(timeout=20) == "warm-up"
+        for i in range(5):
+            time.sleep(0.3)  # the process waits in BRPOP (up to half a second per call)
+            sent = time.monotonic()
+            eta = app.tasks["proj.mark"].apply_async((f"eta{i}",), countdown=0.2)
+            assert eta.get(timeout=5) == f"eta{i}"
+            # Without the wake-up it would wait out its BRPOP, often longer than this.
+            assert time.monotonic() - sent < 0.2 + 0.25

@@ -606,7 +606,7 @@ class PreforkPool(Pool):
         candidates = [c for c in self._live() if self._room(c) > 0]
         if not candidates:
             raise RuntimeError("prefork pool has no free process")
-        child = min(candidates, key=lambda c: len(c.jobs))
+        child = min(candidates, key=_load)
         child.jobs.append(job)
         child.assigned += 1
         self._idle.clear()
@@ -827,7 +827,7 @@ class PreforkPool(Pool):
                 job, JobResult(job.id, WORKER_LOST, exc_repr="pool process exited before it")
             )
             return
-        child = min(candidates, key=lambda c: len(c.jobs))
+        child = min(candidates, key=_load)
         child.jobs.append(job)
         child.assigned += 1
         if not child.outbox:
@@ -942,6 +942,13 @@ class PreforkPool(Pool):
 
     def pids(self) -> list[int]:
         return [c.pid for c in self._children]
+
+
+def _load(child: _Child) -> tuple[int, bool]:
+    """How busy *child* is, to pick the least busy: the jobs it holds, then (a process that
+    fetches for itself) whether it runs a task of its own rather than waiting for one."""
+    board = child.board
+    return len(child.jobs), board is not None and not board.waker.value and board.busy()
 
 
 def _wake_fetch(app: Celery, waker: int) -> None:

@@ -98,6 +98,10 @@ class Board:
         self._seq.value += 1
         return fits
 
+    def busy(self) -> bool:
+        """True while a task of the batch runs (a cheap look, no whole read)."""
+        return RUNNING in bytes(self.states)
+
     def read(self, tries: int = 1000) -> list[tuple[Entry, int]] | None:
         """The batch and each message's state; None when no whole post could be read (the
         process died while posting)."""

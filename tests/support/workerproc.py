@@ -221,5 +221,14 @@ def kill_tree(pid: int) -> None:
         pass
 
 
+def pid_of(project: Project, tag: str) -> int:
+    """The pid of the process that recorded *tag* first."""
+    for line in project.log.read_text().splitlines():
+        name, pid = line.split()
+        if name == tag:
+            return int(pid)
+    raise AssertionError(f"{tag} not recorded")
+
+
 def count(items: Sequence[str], value: str) -> int:
     return sum(1 for item in items if item == value)

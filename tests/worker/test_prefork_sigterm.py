@@ -12,7 +12,7 @@ import pytest
 from celeriac import states
 
 from support.waiting import wait_for
-from support.workerproc import Project, count
+from support.workerproc import Project, count, pid_of
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +22,6 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
-def _pid_of(project: Project, tag: str) -> int:
-    for line in project.log.read_text().splitlines():
-        name, pid = line.split()
-        if name == tag:
-            return int(pid)
-    raise AssertionError(f"{tag} not recorded")
-
-
 def test_sigterm_to_pool_process_runs_the_queued_task_elsewhere(project: Project) -> None:
     app = project.app
     with project.worker("-P", "prefork", "-c", "1") as worker:
@@ -37,12 +29,12 @@ def test_sigterm_to_pool_process_runs_the_queued_task_elsewhere(project: Project
         queued = app.tasks["proj.mark"].delay("queued")
         wait_for(lambda: "start:running" in project.executions(), timeout=20)
         # Both are in the process (default queue depth 2): one runs, one waits behind it.
-        victim = _pid_of(project, "start:running")
+        victim = pid_of(project, "start:running")
         os.kill(victim, signal.SIGTERM)
         assert running.get(timeout=20) == "running"
         assert queued.get(timeout=20) == "queued"
         assert queued.state == states.SUCCESS
-        assert _pid_of(project, "queued") != victim  # run by the replacement process
+        assert pid_of(project, "queued") != victim  # run by the replacement process
         # The signal was the pool process's alone: the worker did not start shutting down.
         assert b"shutdown" not in Path(worker.log_path).read_bytes()  # type: ignore[attr-defined]
     runs = project.executions()
@@ -56,7 +48,7 @@ def test_sigterm_to_every_process_gives_the_queued_task_back(project: Project) -
         running = app.tasks["proj.slow_early"].delay("running", 2.0)
         queued = app.tasks["proj.mark"].delay("queued")
         wait_for(lambda: "start:running" in project.executions(), timeout=20)
-        os.kill(_pid_of(project, "start:running"), signal.SIGTERM)
+        os.kill(pid_of(project, "start:running"), signal.SIGTERM)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
     assert running.get(timeout=5) == "running"

@@ -18,26 +18,29 @@ import redis
 from celeriac import states
 from celeriac.exceptions import TaskRevokedError, WorkerLostError
 
-from support.servers import redis_url_or_skip
+from support.servers import clean_redis_db
 from support.waiting import wait_for
-from support.workerproc import Project, count
+from support.workerproc import Project, count, pid_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 DB = 1
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(f"{redis_url_or_skip()}/{DB}")
-    c.flushdb()
+def url() -> Iterator[str]:
+    with clean_redis_db(DB) as url:
+        yield url
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(url)
     yield c
-    c.flushdb()
     c.close()
 
 
 @pytest.fixture
-def project(tmp_path: Path, client: redis.Redis) -> Project:
-    url = f"{redis_url_or_skip()}/{DB}"
+def project(tmp_path: Path, url: str) -> Project:
     return Project(tmp_path, broker=url, backend=url, T_VT="60")
 
 
@@ -45,14 +48,6 @@ def _stats(project: Project) -> dict[str, Any]:
     replies = wait_for(lambda: project.app.control.inspect(timeout=2).stats(), timeout=15)
     [stats] = replies.values()
     return stats  # type: ignore[no-any-return]
-
-
-def _pid_of(project: Project, tag: str) -> int:
-    for line in project.log.read_text().splitlines():
-        name, pid = line.split()
-        if name == tag:
-            return int(pid)
-    raise AssertionError(f"{tag} not recorded")
 
 
 def _no_leases(client: redis.Redis) -> bool:
@@ -121,7 +116,7 @@ def test_a_killed_pool_process_loses_its_task_and_gives_back_the_rest(
     with project.worker("-P", "prefork", "-c", "1"):
         wait_for(lambda: "start:long" in project.executions(), timeout=20)
         assert client.llen("celery") == 0  # the three wait in the process's batch
-        os.kill(_pid_of(project, "start:long"), signal.SIGKILL)
+        os.kill(pid_of(project, "start:long"), signal.SIGKILL)
         with pytest.raises(WorkerLostError):
             long.get(timeout=20)
         assert [r.get(timeout=20) for r in queued] == ["q0", "q1", "q2"]
@@ -129,7 +124,7 @@ def test_a_killed_pool_process_loses_its_task_and_gives_back_the_rest(
     runs = project.executions()
     assert count(runs, "start:long") == 1 and "end:long" not in runs
     assert all(count(runs, f"q{i}") == 1 for i in range(3))
-    assert _pid_of(project, "q0") != _pid_of(project, "start:long")
+    assert pid_of(project, "q0") != pid_of(project, "start:long")
 
 
 def test_warm_shutdown_gives_back_what_did_not_start(project: Project, client: redis.Redis) -> None:
@@ -183,8 +178,7 @@ def test_max_tasks_per_child_recycles_processes_without_losing_tasks(project: Pr
     assert all(pids.count(p) == 3 for p in set(pids))
 
 
-def test_leases_of_a_held_batch_are_renewed(tmp_path: Path, client: redis.Redis) -> None:
-    url = f"{redis_url_or_skip()}/{DB}"
+def test_leases_of_a_held_batch_are_renewed(tmp_path: Path, url: str) -> None:
     project = Project(tmp_path, broker=url, backend=url, T_VT="2")
     app = project.app
     long = app.tasks["proj.slow_early"].delay("long", 5)
@@ -222,12 +216,12 @@ def test_a_task_for_the_worker_goes_to_a_process_that_waits(project: Project) ->
     long = app.tasks["proj.slow_early"].delay("long", 20)
     with project.worker("-P", "prefork", "-c", "2"):
         wait_for(lambda: "start:long" in project.executions(), timeout=20)
-        busy = _pid_of(project, "start:long")
+        busy = pid_of(project, "start:long")
         for i in range(3):
             # Due soon: the worker holds it, then sends it to the process not running `long`.
             eta = app.tasks["proj.mark"].apply_async((f"eta{i}",), countdown=0.2)
             assert eta.get(timeout=5) == f"eta{i}"
-            assert _pid_of(project, f"eta{i}") != busy
+            assert pid_of(project, f"eta{i}") != busy
         long.revoke(terminate=True)
 
 

@@ -118,11 +118,7 @@ class Consumer:
         while not self.stopping:
             if self.pool.self_fetching:
                 # The pool's processes fetch: this loop only wakes when that ends.
-                self._room.clear()
-                try:
-                    await asyncio.wait_for(self._room.wait(), FETCH_TIMEOUT)
-                except TimeoutError:
-                    pass
+                await self._wait_for_room()
                 continue
             room = self._room_left()
             queues = [q for q in self.queues if q not in self.paused_queues]
@@ -131,11 +127,7 @@ class Consumer:
             if room < max(1, self.window // 2) and self._work_waiting():
                 room = 0
             if room <= 0 or not queues:
-                self._room.clear()
-                try:
-                    await asyncio.wait_for(self._room.wait(), FETCH_TIMEOUT)
-                except TimeoutError:
-                    pass
+                await self._wait_for_room()
                 continue
             try:
                 # While messages are waiting, fetch right here: a hand-off to the fetch thread
@@ -172,6 +164,14 @@ class Consumer:
                 self.requeue_fetched(got)
                 break
             self._take(got)
+
+    async def _wait_for_room(self) -> None:
+        """Until woken (room in the window, queues changed) or FETCH_TIMEOUT passed."""
+        self._room.clear()
+        try:
+            await asyncio.wait_for(self._room.wait(), FETCH_TIMEOUT)
+        except TimeoutError:
+            pass
 
     def _take(self, got: list[Delivery]) -> None:
         for delivery in got:

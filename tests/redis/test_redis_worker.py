@@ -61,7 +61,8 @@ def test_sigkilled_worker_task_completed_by_a_new_worker(project: Project) -> No
     assert count(project.executions(), "end:orphan") == 1
 
 
-def test_redis_restart_mid_load_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_redis_restart_mid_load_loses_nothing(tmp_path: Path, pool: str) -> None:
     if not os.path.exists("/usr/bin/redis-server") and not os.path.exists(
         "/usr/local/bin/redis-server"
     ):
@@ -74,7 +75,8 @@ def test_redis_restart_mid_load_loses_nothing(tmp_path: Path) -> None:
         app = project.app
         mark = app.tasks["proj.mark"]
         n = 20000
-        with project.worker("-P", "threads", "-c", "8"):
+        concurrency = "8" if pool == "threads" else "2"
+        with project.worker("-P", pool, "-c", concurrency):
             for i in range(n // 2):
                 mark.delay(f"m{i}")
             wait_for(lambda: len(project.executions()) > n // 10, timeout=60)
@@ -83,12 +85,12 @@ def test_redis_restart_mid_load_loses_nothing(tmp_path: Path) -> None:
             server.start()
             for i in range(n // 2, n):
                 mark.delay(f"m{i}")
-            wait_for(
-                lambda: len(set(project.executions())) >= n,
-                timeout=240,
-                interval=0.5,
-                what="every task executed",
-            )
+            try:
+                wait_for(lambda: len(set(project.executions())) >= n, timeout=240, interval=0.5)
+            except AssertionError:
+                missing = {f"m{i}" for i in range(n)} - set(project.executions())
+                leased = redis.Redis(port=server.port).hlen("unacked")
+                pytest.fail(f"{len(missing)} tasks never ran ({leased} leases left): {missing}")
         runs = project.executions()
         assert set(runs) == {f"m{i}" for i in range(n)}
     finally:

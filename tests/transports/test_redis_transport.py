@@ -392,3 +392,79 @@ def test_wake_fetch_ends_a_pool_process_wait(
     other.publish(to_queue(q, msg(7)))
     [d] = waiter.fetch_for_pool([q], 4, 1.0, [], lambda w: None)
     assert d.message.headers["n"] == 7
+
+
+# -- a fetch whose reply is lost ------------------------------------------------------------------
+def _reply_lost_once(lane: Any, name: str) -> None:
+    """Make *lane*'s next *name* call run in Redis and then fail as a dropped connection."""
+    real = getattr(lane, name)
+    state = {"dropped": False}
+
+    def dropped_after_running(*args: Any) -> Any:
+        reply = real(*args)
+        if not state["dropped"]:
+            state["dropped"] = True
+            raise redis.ConnectionError("connection dropped before the reply was read")
+        return reply
+
+    setattr(lane, name, dropped_after_running)
+
+
+def test_fetch_that_ran_but_lost_its_reply_is_salvaged(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    t = make_transport()
+    assert isinstance(t, RedisTransport)
+    q = qname()
+    t.publish(to_queue(q, *(msg(i) for i in range(3))))
+    _reply_lost_once(t._fast, "script")
+    got = t.fetch([q], 10, 0.0)
+    # The retry found what the first attempt leased, rather than leaving it to lease expiry.
+    assert sorted(d.message.headers["n"] for d in got) == [0, 1, 2]
+    assert set(raw.hkeys("unacked")) == {d.tag.encode() for d in got}
+    assert t.fetch([q], 10, 0.0) == []
+
+
+def test_pool_fetch_that_ran_but_lost_its_reply_is_salvaged(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    t = make_transport()
+    assert isinstance(t, RedisTransport)
+    q = qname()
+    t.publish(to_queue(q, *(msg(i) for i in range(4))))
+    first = t.fetch_for_pool([q], 2, 0.0, [], lambda waker: None)
+    _reply_lost_once(t._fast, "script_after")
+    second = t.fetch_for_pool([q], 2, 0.0, first, lambda waker: None)
+    assert [d.message.headers["n"] for d in second] == [2, 3]
+    assert set(raw.hkeys("unacked")) == {d.tag.encode() for d in second}
+
+
+def test_message_popped_by_brpop_is_kept_until_its_lease_is_recorded(
+    make_transport: Callable[..., Transport], raw: redis.Redis
+) -> None:
+    t = make_transport()
+    assert isinstance(t, RedisTransport)
+    q = qname()
+    fast = t._fast
+    real_script = fast.script
+
+    def brpop(announce: Any, *args: Any) -> Any:
+        # Stands in for a BRPOP that returns a message sent while it waited.
+        t.publish(to_queue(q, msg(5)))
+        return [q.encode(), raw.rpop(q)]
+
+    def unreachable_once_popped(source: str, keys: Any, args: Any) -> Any:
+        if len(args) > 6:  # the script given the popped message: Redis is gone by then
+            raise redis.ConnectionError("Redis went away")
+        return real_script(source, keys, args)
+
+    fast.execute_announced = brpop  # type: ignore[method-assign]
+    fast.script = unreachable_once_popped  # type: ignore[method-assign]
+    t._retry.budget = 0.2
+    with pytest.raises(TransportError):
+        t.fetch_for_pool([q], 2, 1.0, [], lambda waker: None)
+    assert raw.llen(q) == 0 and raw.hlen("unacked") == 0  # only this process has it now
+    fast.script = real_script  # type: ignore[method-assign]
+    [d] = t.fetch_for_pool([q], 2, 0.0, [], lambda waker: None)
+    assert d.message.headers["n"] == 5
+    assert raw.hkeys("unacked") == [d.tag.encode()]

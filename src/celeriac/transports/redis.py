@@ -22,6 +22,8 @@ import base64
 import dataclasses
 import json
 import logging
+import math
+import os
 import re
 import threading
 import time
@@ -65,6 +67,8 @@ UNACKED_INDEX_KEY = "unacked_index"
 UNACKED_MUTEX_KEY = "unacked_mutex"
 PARKED_KEY = "celeriac.delayed"
 PARKED_MESSAGES_KEY = "celeriac.delayed.messages"
+#: A fetcher's record of its last fetch: ``celeriac.fetched.<fetcher id>``.
+FETCH_RECORD_PREFIX = "celeriac.fetched."
 #: kombu never lets an expiring queue's binding table live less than an hour.
 MIN_BINDING_TTL_MS = 3600 * 1000
 #: How often fetch moves due parked messages back, and how many per call.
@@ -74,6 +78,22 @@ UNPARK_LIMIT = 300
 MAX_BLOCK = 1.0
 QUEUE_ORDER_STRATEGIES = ("round_robin", "priority", "sorted")
 _LUA_DIR = Path(__file__).with_name("redis_lua")
+
+
+@dataclass(slots=True)
+class _Fetcher:
+    """One thread's fetching state: its record key, and the fetch whose reply it never read."""
+
+    record: str
+    pid: int
+    seq: int = 0
+    #: (token, queue order) of a fetch sent without its reply read: salvaged on the next attempt.
+    unsure: tuple[str, list[str]] | None = None
+    #: Salvaged deliveries not yet returned (a later step of that fetch failed).
+    salvaged: list[Delivery] = dataclasses.field(default_factory=list)
+    #: (list key, envelope) BRPOP popped whose lease is not recorded yet: only this process has
+    #: it, so it is kept until a fetch script has leased it.
+    held: tuple[str, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +385,7 @@ class RedisTransport(Transport):
         self._parked = p + PARKED_KEY
         self._parked_messages = p + PARKED_MESSAGES_KEY
         self._dlq = p + self.dead_letter_queue
+        self._fetchers = threading.local()
 
     # -- keys --------------------------------------------------------------------------------------
     def _step(self, priority: Any) -> int:
@@ -592,6 +613,8 @@ class RedisTransport(Transport):
                 data = raw if isinstance(raw, bytes) else str(raw).encode()
                 k = keys.index(key) + 1
                 handed = self._hand_early(early, data, order[(k - 1) % len(order)])
+                if handed is None:
+                    self._fetcher().held = (key, data)
                 got = self._pop(wanted, order, keys, limit, (k, data))
                 if handed is not None:
                     if not got or got[0].tag != handed.tag:
@@ -637,7 +660,8 @@ class RedisTransport(Transport):
         key, raw = popped
         key = key.decode() if isinstance(key, bytes) else key
         data = raw if isinstance(raw, bytes) else str(raw).encode()
-        return self._pop(wanted, order, keys, limit, (keys.index(key) + 1, data))
+        self._fetcher().held = (key, data)
+        return self._pop(wanted, order, keys, limit, None)
 
     def wake_fetch(self, waker: int) -> None:
         self._fast.execute("CLIENT", "UNBLOCK", waker)
@@ -695,32 +719,117 @@ class RedisTransport(Transport):
         lane: FastLane | None = None,
         acks: Sequence[str] = (),
     ) -> list[Delivery]:
-        """Run the fetch script: with retries on the transport's lane, or once on *lane*."""
-        args: list[Any] = [
-            limit,
-            repr(time.time()),
-            len(order),
-            "1" if self.cfg.queue_order_strategy == "round_robin" else "0",
-        ]
-        if popped is not None:
-            args += [popped[1], popped[0]]
+        """Run the fetch script: with retries on the transport's lane, or once on *lane*.
+
+        A fetch whose connection failed after it was sent may have run in Redis: what it leased
+        is read back from the fetcher's record on the next attempt (see ``_salvage``)."""
+        fetcher = self._fetcher()
+        if popped is None and fetcher.held is not None:
+            popped = self._held(fetcher, keys)
         source = _script_source("fetch")
-        keys = [self._unacked, self._unacked_index, self._dlq, *keys]
-        if acks:
-            # Acked in the same write: an ack and a fetch, one round trip.
-            settle = [("HDEL", self._unacked, *acks), ("ZREM", self._unacked_index, *acks)]
-            reply = self._retry.call(self._fast.script_after, settle, source, keys, args)
-        elif lane is None:
-            reply = self._retry.call(self._fast.script, source, keys, args)
-        else:
-            reply = lane.script(source, keys, args)
+        keys = [self._unacked, self._unacked_index, self._dlq, fetcher.record, *keys]
+        settle = [("HDEL", self._unacked, *acks), ("ZREM", self._unacked_index, *acks)]
+
+        def attempt() -> Any:
+            fetcher.salvaged += self._salvage(fetcher)
+            room = limit - len(fetcher.salvaged)
+            if room <= 0 and popped is None:
+                return None
+            fetcher.seq += 1
+            token = str(fetcher.seq)
+            args: list[Any] = [
+                max(room, 0),
+                repr(time.time()),
+                len(order),
+                "1" if self.cfg.queue_order_strategy == "round_robin" else "0",
+                token,
+                self._record_ttl,
+            ]
+            if popped is not None:
+                args += [popped[1], popped[0]]
+            fetcher.unsure = (token, order)
+            if acks:
+                # Acked in the same write: an ack and a fetch, one round trip.
+                reply = self._fast.script_after(settle, source, keys, args)
+            elif lane is None:
+                reply = self._fast.script(source, keys, args)
+            else:
+                reply = lane.script(source, keys, args)
+            fetcher.unsure = fetcher.held = None
+            return reply
+
+        reply = attempt() if lane is not None else self._retry.call(attempt)
+        salvaged, fetcher.salvaged = fetcher.salvaged, []
+        if reply is None:
+            return salvaged
         new_order = [order[int(i) - 1] for i in reply[0].decode().split(",") if i]
         self._remember_order(wanted, new_order)
-        out: list[Delivery] = []
         nq = len(order)
-        for i in range(1, len(reply), 3):
-            k, raw, tag = int(reply[i]), reply[i + 1], reply[i + 2].decode()
-            queue = order[(k - 1) % nq]
+        leased = [
+            (order[(int(reply[i]) - 1) % nq], reply[i + 1], reply[i + 2].decode())
+            for i in range(1, len(reply), 3)
+        ]
+        return salvaged + self._deliveries(leased)
+
+    def _held(self, fetcher: _Fetcher, keys: list[str]) -> tuple[int, bytes] | None:
+        """The message BRPOP popped for *fetcher* as (candidate index, envelope) for this fetch;
+        pushed back to its list when this fetch does not read that list."""
+        assert fetcher.held is not None
+        key, raw = fetcher.held
+        if key in keys:
+            return keys.index(key) + 1, raw
+        self._retry.call(self._fast.execute, "RPUSH", key, raw)
+        fetcher.held = None
+        return None
+
+    @property
+    def _record_ttl(self) -> int:
+        return max(math.ceil(self.cfg.visibility_timeout), 1)
+
+    def _fetcher(self) -> _Fetcher:
+        fetcher: _Fetcher | None = getattr(self._fetchers, "state", None)
+        if fetcher is None or fetcher.pid != os.getpid():
+            # Per thread and process: a forked child must not share its parent's record.
+            record = f"{self.cfg.global_keyprefix}{FETCH_RECORD_PREFIX}{uuid.uuid4().hex}"
+            fetcher = self._fetchers.state = _Fetcher(record, os.getpid())
+        return fetcher
+
+    def _salvage(self, fetcher: _Fetcher) -> list[Delivery]:
+        """The messages leased by *fetcher*'s unsure fetch, when it ran in Redis: they are still
+        leased to us (their leases renewed now). Raises like any Redis call when unreachable."""
+        if fetcher.unsure is None:
+            return []
+        token, order = fetcher.unsure
+        record = self._fast.execute("GET", fetcher.record)
+        fetcher.unsure = None
+        entry = orjson.loads(record) if record else None
+        if not entry or entry[0] != token:
+            return []  # that fetch never ran
+        ks, tags = entry[1::2], entry[2::2]
+        values = self._fast.execute("HMGET", self._unacked, *tags)
+        leased: list[tuple[str, bytes, str]] = []
+        for k, tag, value in zip(ks, tags, values, strict=True):
+            if value is None:
+                continue  # settled or restored meanwhile
+            envelope = _loads(value)[0]
+            leased.append((order[(int(k) - 1) % len(order)], _dumps(envelope), tag))
+        if leased:
+            now = repr(time.time())
+            pairs = [x for _, _, tag in leased for x in (now, tag)]
+            self._fast.execute("ZADD", self._unacked_index, "XX", *pairs)
+            logger.warning(
+                "Connection to Redis at %s failed after a fetch ran: %d leased message(s) "
+                "taken back from its record",
+                self.cfg.conn.endpoint,
+                len(leased),
+            )
+        return self._deliveries(leased)
+
+    def _deliveries(self, leased: Sequence[tuple[str, bytes, str]]) -> list[Delivery]:
+        """Deliveries of leased (queue, envelope, tag) triples; one that does not decode goes to
+        the dead-letter list."""
+        out: list[Delivery] = []
+        for queue, raw, tag in leased:
             try:
                 out.append(self._delivery(raw, queue, tag))
             except Exception as exc:

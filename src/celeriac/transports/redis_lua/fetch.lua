@@ -2,19 +2,24 @@
 -- atomic step, so no crash between the pop and the bookkeeping can lose a message.
 --
 -- KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
--- KEYS[3 + k] candidate list k (1-based), step-major: k = step * nq + q for step 0.. and queue q 1..nq.
+-- KEYS[4] the fetcher's record: what its last fetch leased, so a fetch whose reply was lost
+-- (the connection dropped after the script ran) is salvaged rather than left to lease expiry,
+-- KEYS[4 + k] candidate list k (1-based), step-major: k = step * nq + q for step 0.. and queue q 1..nq.
 -- ARGV[1] limit, ARGV[2] now (lease score, unix seconds), ARGV[3] nq,
 -- ARGV[4] '1' to move a queue to the end of the order after it gave a message (round robin),
--- ARGV[5], ARGV[6] (optional) a message already popped by BRPOP and its candidate index k.
+-- ARGV[5] this fetch's token, ARGV[6] the record's time to live (seconds),
+-- ARGV[7], ARGV[8] (optional) a message already popped by BRPOP and its candidate index k.
 --
 -- Returns {order, k1, raw1, tag1, k2, raw2, tag2, ...}; order is the final queue order,
--- comma-separated 1-based queue numbers.
-local unacked, index, dlq = KEYS[1], KEYS[2], KEYS[3]
+-- comma-separated 1-based queue numbers. When it leased anything, the record holds the JSON
+-- [token, k1, tag1, k2, tag2, ...].
+local unacked, index, dlq, record_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limit = tonumber(ARGV[1])
 local now = ARGV[2]
 local nq = tonumber(ARGV[3])
 local rotate = ARGV[4] == '1'
-local nsteps = (#KEYS - 3) / nq
+local nsteps = (#KEYS - 4) / nq
+local leased = {ARGV[5]}
 
 local order = {}
 for q = 1, nq do order[q] = q end
@@ -62,6 +67,8 @@ local function record(raw, k, tag, ex, rk)
         '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
     redis.call('ZADD', index, now, tag)
     count = count + 1
+    leased[#leased + 1] = k
+    leased[#leased + 1] = tag
     out[#out + 1] = k
     out[#out + 1] = raw
     out[#out + 1] = tag
@@ -76,7 +83,7 @@ local function adopt(raw, k)
     local ok, env = pcall(cjson.decode, raw)
     if not ok or type(env) ~= 'table' or type(env.properties) ~= 'table' then
         redis.call('RPUSH', dlq, cjson.encode({
-            id = redis.sha1hex(raw .. now), queue = KEYS[3 + k],
+            id = redis.sha1hex(raw .. now), queue = KEYS[4 + k],
             reason = 'undecodable message envelope', time = tonumber(now), envelope = raw}))
         return
     end
@@ -100,7 +107,7 @@ local function pop_one()
             local q = order[pos]
             local k = step * nq + q
             if not empty[k] then
-                local raw = redis.call('RPOP', KEYS[3 + k])
+                local raw = redis.call('RPOP', KEYS[4 + k])
                 if raw then
                     to_end(q)
                     return raw, k
@@ -112,15 +119,18 @@ local function pop_one()
     return nil, nil
 end
 
-if ARGV[5] then
-    local k = tonumber(ARGV[6])
-    adopt(ARGV[5], k)
+if ARGV[7] then
+    local k = tonumber(ARGV[8])
+    adopt(ARGV[7], k)
     to_end(((k - 1) % nq) + 1)
 end
 while count < limit do
     local raw, k = pop_one()
     if not raw then break end
     adopt(raw, k)
+end
+if count > 0 then
+    redis.call('SET', record_key, cjson.encode(leased), 'EX', ARGV[6])
 end
 out[1] = table.concat(order, ',')
 return out

@@ -193,3 +193,39 @@ def test_idle_caller_writes_on_its_own_thread(recording: Recording) -> None:
     store.flush()
     assert writers["later"] == "celeriac-results"
     store.close()
+
+
+def test_queued_writes_can_be_taken_and_put_back(recording: Recording) -> None:
+    store = WriteBehindStore(recording, deliver=lambda messages: None)
+    store.gather = True  # writes wait for push()
+    store.set("a", b"1", 5.0)
+    store.set("b", b"2", None)
+    assert store.take_writes() == [("a", b"1", 5.0), ("b", b"2", None)]
+    assert store.quiet() and store.take_writes() == []
+    store.set("c", b"3", None)
+    store.put_back([("a", b"1", 5.0)])  # sending them failed: the store's thread writes them
+    store.flush()
+    assert recording.get("a") == b"1" and recording.get("c") == b"3"
+    assert recording.get("b") is None  # taken, so the taker's to write
+    store.close()
+
+
+def test_writes_are_not_taken_past_a_report_or_while_one_is_in_flight(
+    recording: Recording,
+) -> None:
+    store = WriteBehindStore(recording, deliver=lambda messages: None)
+    store.gather = True
+    recording.gate.clear()
+    store.set("first", b"x", None)
+    store.push()
+    wait_for(lambda: store._busy, timeout=5, what="writer busy")
+    store.set("a", b"1", None)
+    assert store.take_writes() == []  # one in flight: what follows must wait for it
+    recording.gate.set()
+    store.flush()
+    store.set("b", b"2", None)
+    store.report("after-b")  # a report must follow its writes: they stay queued
+    assert store.take_writes() == []
+    store.flush()
+    assert recording.get("b") == b"2"
+    store.close()

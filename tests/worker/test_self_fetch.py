@@ -236,3 +236,29 @@ def test_a_process_waiting_for_messages_is_woken_for_the_workers_task(project: P
             assert eta.get(timeout=5) == f"eta{i}"
             # Without the wake-up it would wait out its BRPOP, often longer than this.
             assert time.monotonic() - sent < 0.2 + 0.25
+
+
+def test_results_in_another_database_of_the_broker_redis(
+    tmp_path: Path, url: str, client: redis.Redis
+) -> None:
+    # The results go out with the fetches, on the broker's connections, in their own database.
+    with clean_redis_db(5) as results_url:
+        project = Project(tmp_path, broker=url, backend=results_url, T_VT="60")
+        results = redis.Redis.from_url(results_url)
+        try:
+            mark = project.app.tasks["proj.mark"]
+            with project.worker("-P", "prefork", "-c", "2"):
+                assert _stats(project)["pool"]["self-fetching"] is True
+                for round_ in range(3):  # fetching goes on in the broker's database
+                    sent = [mark.delay(f"r{round_}-{i}") for i in range(100)]
+                    assert [r.get(timeout=30) for r in sent] == [
+                        f"r{round_}-{i}" for i in range(100)
+                    ]
+                    time.sleep(0.3)
+            metas = results.keys("celery-task-meta-*")
+            assert len(metas) == 300
+            assert all(0 < results.ttl(k) <= 86400 for k in metas[:20])
+            assert client.keys("celery-task-meta-*") == []
+            assert _no_leases(client)
+        finally:
+            results.close()

@@ -396,11 +396,19 @@ class RedisResultStore(ResultStore):
         self._retry.call(self._fast.script, source, [self._k(key)], [value, ttl_ms])
 
     def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        if not items:
-            return
+        if items:
+            commands = self.write_commands([(key, value, ttl) for key, value in items])
+            self._retry.call(self._fast.pipeline, commands)
 
+    def write_commands(
+        self, writes: Sequence[tuple[str, bytes, float | None]]
+    ) -> list[tuple[Any, ...]]:
+        """The commands that store and announce *writes* (key, value, ttl), for one pipeline.
+
+        Each value is written before it is published, on one connection, in one write: no
+        transaction is needed for a waiter to find the value once notified."""
         commands: list[tuple[Any, ...]] = []
-        for key, value in items:
+        for key, value, ttl in writes:
             full = self._k(key)
             if ttl and ttl > 0:
                 if float(ttl).is_integer():
@@ -410,9 +418,7 @@ class RedisResultStore(ResultStore):
             else:
                 commands.append(("SET", full, value))
             commands.append(("PUBLISH", full, value))
-        # Each value is written before it is published, on one connection, in one write: no
-        # transaction is needed for a waiter to find the value once notified.
-        self._retry.call(self._fast.pipeline, commands)
+        return commands
 
     def delete(self, keys: Sequence[str]) -> None:
         if keys:

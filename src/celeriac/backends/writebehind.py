@@ -109,6 +109,23 @@ class WriteBehindStore(ResultStore):
             if self._items:
                 self._cond.notify()
 
+    def take_writes(self) -> list[_Write]:
+        """Every queued write, for the caller to send itself, when nothing but writes is queued
+        and none is in flight (else nothing: :meth:`push` them). Ordering holds as the caller
+        sends them before anything it queues next."""
+        with self._cond:
+            if self._busy or not all(isinstance(item, tuple) for item in self._items):
+                return []
+            writes, self._items = self._items, []
+            return writes  # type: ignore[return-value]
+
+    def put_back(self, writes: Sequence[_Write]) -> None:
+        """Queue *writes* taken with :meth:`take_writes` again, ahead of the rest (not sent)."""
+        if writes:
+            with self._cond:
+                self._items[:0] = writes
+                self._cond.notify()
+
     def quiet(self) -> bool:
         """True when no write or report is queued or in flight."""
         return not self._items and not self._busy

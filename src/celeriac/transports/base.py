@@ -156,11 +156,13 @@ class Transport(ABC):
         timeout: float,
         acks: Sequence[Delivery],
         announce: Callable[[int], None],
+        before: Sequence[Sequence[Any]] = (),
     ) -> list[Delivery]:
         """:meth:`fetch` for a pool process that fetches for itself: *acks* are acked in the
         same round trip first, and while it waits for messages ``announce(waker)`` tells a
         token :meth:`wake_fetch` can use from another process to end the wait early
-        (``announce(0)`` once the wait ended)."""
+        (``announce(0)`` once the wait ended). *before*: commands the transport's server runs
+        first, in the same write (result writes, when the result store is on that server)."""
         raise NotImplementedError(f"{type(self).__name__} does not let pool processes fetch")
 
     def wake_fetch(self, waker: int) -> None:

@@ -636,16 +636,19 @@ class RedisTransport(Transport):
         timeout: float,
         acks: Sequence[Delivery],
         announce: Callable[[int], None],
+        before: Sequence[Sequence[Any]] = (),
     ) -> list[Delivery]:
         if not queues or limit <= 0:
-            if acks:
-                self.ack(acks)
+            if acks or before:
+                tags = [d.tag for d in acks]
+                settle = [*before, *self._ack_commands(tags)] if tags else list(before)
+                self._retry.call(self._fast.pipeline, settle)
             return []
         wanted = tuple(dict.fromkeys(queues))
         self._housekeep()
         order = self._queue_order(wanted)
         keys = [self._list_key(q, s) for s in self.cfg.priority_steps for q in order]
-        got = self._pop(wanted, order, keys, limit, None, acks=[d.tag for d in acks])
+        got = self._pop(wanted, order, keys, limit, None, [d.tag for d in acks], before)
         wait = min(timeout, self.cfg.polling_interval, self._until_housekeeping())
         sock_timeout = self.cfg.conn.socket_timeout
         if sock_timeout:
@@ -662,6 +665,21 @@ class RedisTransport(Transport):
         data = raw if isinstance(raw, bytes) else str(raw).encode()
         self._fetcher().held = (key, data)
         return self._pop(wanted, order, keys, limit, None)
+
+    def carries(self, params: RedisParams) -> bool:
+        """True when commands for a client of *params* (a result store) can go on this
+        transport's connections, ahead of a fetch: the same server, user and TLS."""
+
+        def where(p: RedisParams) -> tuple[Any, ...]:
+            return (p.host, p.port, p.path, p.username, p.password, bool(p.ssl), p.sentinels)
+
+        return not params.sentinels and where(params) == where(self.cfg.conn)
+
+    def carried(self, params: RedisParams, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """*commands* for a client of *params* (see :meth:`carries`), in its database."""
+        if not commands or params.db == self.cfg.conn.db:
+            return commands
+        return [("SELECT", params.db), *commands, ("SELECT", self.cfg.conn.db)]
 
     def wake_fetch(self, waker: int) -> None:
         self._fast.execute("CLIENT", "UNBLOCK", waker)
@@ -716,10 +734,12 @@ class RedisTransport(Transport):
         keys: list[str],
         limit: int,
         popped: tuple[int, bytes] | None,
-        lane: FastLane | None = None,
         acks: Sequence[str] = (),
+        before: Sequence[Sequence[Any]] = (),
+        lane: FastLane | None = None,
     ) -> list[Delivery]:
         """Run the fetch script: with retries on the transport's lane, or once on *lane*.
+        *acks* are acked and *before* sent first, in the same write.
 
         A fetch whose connection failed after it was sent may have run in Redis: what it leased
         is read back from the fetcher's record on the next attempt (see ``_salvage``)."""
@@ -728,7 +748,7 @@ class RedisTransport(Transport):
             popped = self._held(fetcher, keys)
         source = _script_source("fetch")
         keys = [self._unacked, self._unacked_index, self._dlq, fetcher.record, *keys]
-        settle = [("HDEL", self._unacked, *acks), ("ZREM", self._unacked_index, *acks)]
+        settle = [*before, *self._ack_commands(acks)] if acks else list(before)
 
         def attempt() -> Any:
             fetcher.salvaged += self._salvage(fetcher)
@@ -748,8 +768,8 @@ class RedisTransport(Transport):
             if popped is not None:
                 args += [popped[1], popped[0]]
             fetcher.unsure = (token, order)
-            if acks:
-                # Acked in the same write: an ack and a fetch, one round trip.
+            if settle:
+                # Acked (and *before* sent) in the same write: one round trip.
                 reply = self._fast.script_after(settle, source, keys, args)
             elif lane is None:
                 reply = self._fast.script(source, keys, args)
@@ -957,8 +977,11 @@ class RedisTransport(Transport):
         if not tags:
             return
 
-        commands = [("HDEL", self._unacked, *tags), ("ZREM", self._unacked_index, *tags)]
+        commands = self._ack_commands(tags)
         self._retry.call(self._fast.pipeline, commands, transaction=True)
+
+    def _ack_commands(self, tags: Sequence[str]) -> list[tuple[Any, ...]]:
+        return [("HDEL", self._unacked, *tags), ("ZREM", self._unacked_index, *tags)]
 
     def _target(self, delivery: Delivery) -> tuple[dict[str, Any], str]:
         env = _loads(delivery.raw) if delivery.raw is not None else None

@@ -150,11 +150,14 @@ class SelfFetcher:
         self.accept = app.conf.accept_content
         self.rate_limits_off = bool(app.conf.worker_disable_rate_limits)
         self.on = True
-        # Results of a batch's short tasks are written together, before the next fetch.
+        # Results of a batch's short tasks are written together, before the next fetch, in
+        # the same round trip when the result store is on the broker's Redis.
         store: Any = getattr(app.backend, "store", None) if app.backend is not None else None
         self._push: Callable[[], None] = getattr(store, "push", _nothing)
         if store is not None and hasattr(store, "gather"):
             store.gather = True
+        self._store = store
+        self._riders = _riders(self.transport, store)
         self.batch: list[Delivery] = []
         self.next = 0
         self.acks: list[Delivery] = []
@@ -180,18 +183,18 @@ class SelfFetcher:
     def fetch(self, block: bool, room: int | None = None) -> None:
         """Lease the next batch (acking the ended tasks' messages in the same round trip);
         *block*: wait for messages up to FETCH_WAIT."""
+        writes, before = self._riders() if self._riders is not None else ([], [])
         self._push()
         acks, self.acks = self.acks, []
         limit = self.limit if room is None else max(0, min(self.limit, room))
-        if not limit:
-            self.flush_acks(acks)
-            return
         try:
             got = self.transport.fetch_for_pool(
-                self.queues, limit, FETCH_WAIT if block else 0.0, acks, self._announce
+                self.queues, limit, FETCH_WAIT if block else 0.0, acks, self._announce, before
             )
         except Exception:
             self.acks = acks + self.acks  # sent with the next call
+            if writes:
+                self._store.put_back(writes)  # written by the store's thread
             raise
         self.busy = len(got) >= limit
         entries = [(d.raw, d.queue, d.tag, str(d.message.headers.get("id") or "")) for d in got]
@@ -290,6 +293,26 @@ class SelfFetcher:
 
 def _nothing() -> None:
     pass
+
+
+def _riders(transport: Any, store: Any) -> Callable[[], tuple[list[Any], list[Any]]] | None:
+    """When *store* (a write-behind store) writes to the broker's Redis: a function taking its
+    queued writes as (writes, commands to send ahead of the next fetch); else None."""
+    inner: Any = getattr(store, "inner", None)
+    params = getattr(inner, "params", None)
+    carries = getattr(transport, "carries", None)
+    if params is None or not hasattr(inner, "write_commands") or carries is None:
+        return None
+    if not carries(params):
+        return None
+
+    def take() -> tuple[list[Any], list[Any]]:
+        writes = store.take_writes()
+        if not writes:
+            return [], []
+        return writes, transport.carried(params, inner.write_commands(writes))
+
+    return take
 
 
 def over_memory(limit_kb: int | None) -> bool:

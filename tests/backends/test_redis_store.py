@@ -396,3 +396,17 @@ def test_a_direct_watch_names_the_endpoint_that_did_not_confirm() -> None:
     )
     with pytest.raises(BackendError, match=r"Redis at redis://10\.0\.0\.9:6380/2 did not confirm"):
         watch.start()
+
+
+def test_chord_parts_after_redis_forgot_the_script(
+    make_store: Callable[[], ResultStore], raw: redis.Redis
+) -> None:
+    s = make_store()
+    gid = str(uuid.uuid4())
+    s.chord_init(gid, 2, 60)
+    assert s.chord_part(gid, "a", 0, b"a", 60) is None  # the script is loaded now
+    raw.script_flush()  # as after a restart
+    assert s.chord_parts([(gid, "a", 0, b"a", 60), (gid, "b", 1, b"b", 60)]) == [
+        None,
+        [b"a", b"b"],
+    ]

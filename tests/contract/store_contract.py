@@ -89,6 +89,25 @@ class StoreContract:
         assert s.chord_part(gid, "t1", 1, b"r1", 60) is None  # claimed already
         s.chord_release(gid)
 
+    def test_chord_parts_in_one_call(self, make_store: MakeStore) -> None:
+        s = make_store()
+        gid, other = str(uuid.uuid4()), str(uuid.uuid4())
+        s.chord_init(gid, 3, 60)
+        s.chord_init(other, 1, 60)
+        outcomes = s.chord_parts(
+            [
+                (gid, "t2", 2, b"r2", 60),
+                (gid, "t0", 0, b"r0", 60),
+                (gid, "t0", 0, b"r0", 60),  # redelivered: counted once
+                (other, "x", 0, b"x", 60),
+                (gid, "t1", 1, b"r1", 60),
+                (gid, "t1", 1, b"r1", 60),  # claimed already
+            ]
+        )
+        assert outcomes == [None, None, None, [b"x"], [b"r0", b"r1", b"r2"], None]
+        s.chord_release(gid)
+        s.chord_release(other)
+
     def test_chord_grow(self, make_store: MakeStore) -> None:
         s = make_store()
         gid = str(uuid.uuid4())

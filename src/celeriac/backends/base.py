@@ -14,6 +14,10 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
+#: A chord part's arguments to :meth:`ResultStore.chord_part`: (group id, task id, header index,
+#: value, ttl).
+ChordPartArgs = tuple[str, str, int, bytes, float | None]
+
 
 class Watch(ABC):
     """Notification of writes to a set of keys, registered before the caller reads them.
@@ -100,6 +104,12 @@ class ResultStore(ABC):
         completed the count (it then publishes the body and calls ``chord_release``). Others
         get None.
         """
+
+    def chord_parts(self, parts: Sequence[ChordPartArgs]) -> list[list[bytes] | None]:
+        """:meth:`chord_part` for each of *parts* (its arguments), in order; what each returned.
+
+        A store may send them in one round trip."""
+        return [self.chord_part(*part) for part in parts]
 
     @abstractmethod
     def chord_release(self, group_id: str) -> None:

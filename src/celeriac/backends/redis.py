@@ -20,6 +20,7 @@ Options read (the ``options`` mapping; setting names as in Celery, short names a
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import threading
@@ -33,11 +34,13 @@ import redis
 from redis.client import PubSub
 from redis.commands.core import Script
 
-from celeriac.backends.base import ResultStore, Watch
+from celeriac.backends.base import ChordPartArgs, ResultStore, Watch
 from celeriac.backends.redis_direct import DirectConnections, DirectWatch
 from celeriac.exceptions import BackendError
 from celeriac.utils.redis_conn import Retrier, is_retryable, parse_redis_url
 from celeriac.utils.redis_fast import FastLane
+
+logger = logging.getLogger("celeriac.backends")
 
 #: Seconds a chord's body-sending claim lasts (Celery: 2 x result_chord_join_timeout, >= 5).
 CHORD_CLAIM_SECONDS = 10
@@ -485,12 +488,29 @@ class RedisResultStore(ResultStore):
     def chord_part(
         self, group_id: str, task_id: str, index: int, value: bytes, ttl: float | None
     ) -> list[bytes] | None:
+        keys, args = self._chord_part_call(group_id, task_id, index, value, ttl)
+        reply = self._retry.call(self._fast.script, _script_source("chord_part"), keys, args)
+        return self._chord_claimed(group_id, args[-1], reply)
+
+    def chord_parts(self, parts: Sequence[ChordPartArgs]) -> list[list[bytes] | None]:
+        # One round trip for the lot (each part is counted once however often it is sent).
+        calls = [self._chord_part_call(*part) for part in parts]
+        replies = self._retry.call(self._fast.scripts, _script_source("chord_part"), calls)
+        out: list[list[bytes] | None] = []
+        for part, (_, args), reply in zip(parts, calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                logger.error("counting chord %s part %s failed: %r", part[0], part[1], reply)
+                out.append(None)
+            else:
+                out.append(self._chord_claimed(part[0], args[-1], reply))
+        return out
+
+    def _chord_part_call(
+        self, group_id: str, task_id: str, index: int, value: bytes, ttl: float | None
+    ) -> tuple[list[str], list[Any]]:
         keys = self._chord_keys(group_id)
-        token = uuid.uuid4().hex
         expires = int(ttl) if ttl and ttl > 0 else 0
-        reply = self._retry.call(
-            self._fast.script,
-            _script_source("chord_part"),
+        return (
             [keys[".j"], keys[".t"], keys[".s"], keys[".d"], keys[""], keys[".c"]],
             [
                 task_id,
@@ -500,9 +520,11 @@ class RedisResultStore(ResultStore):
                 expires,
                 expires,
                 CHORD_CLAIM_SECONDS,
-                token,
+                uuid.uuid4().hex,  # the claim token: last, for _chord_claimed
             ],
         )
+
+    def _chord_claimed(self, group_id: str, token: str, reply: Any) -> list[bytes] | None:
         if int(reply[0]) < 0 or not int(reply[1]):
             return None
         self._claims[group_id] = token

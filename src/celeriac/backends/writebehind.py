@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from celeriac.backends.base import ResultStore, Watch
+from celeriac.backends.base import ChordPartArgs, ResultStore, Watch
 
 logger = logging.getLogger("celeriac.backends")
 
@@ -36,7 +36,7 @@ class _Report:
 class _ChordPart:
     __slots__ = ("args", "then")
 
-    def __init__(self, args: tuple[Any, ...], then: Callable[[list[bytes] | None], None]) -> None:
+    def __init__(self, args: ChordPartArgs, then: Callable[[list[bytes] | None], None]) -> None:
         self.args = args
         self.then = then
 
@@ -242,19 +242,32 @@ class WriteBehindStore(ResultStore):
         writes = [item for item in batch if isinstance(item, tuple)]
         for start in range(0, len(writes), BATCH_LIMIT):
             self._write(writes[start : start + BATCH_LIMIT])
-        # Chord parts next: a report (which may ack the task) must follow its part's count.
-        for item in batch:
-            if isinstance(item, _ChordPart):
-                try:
-                    item.then(self.inner.chord_part(*item.args))
-                except Exception:
-                    logger.exception("counting chord %s part %s failed", *item.args[:2])
+        # Chord parts next, counted together: a report (which may ack the task) must follow
+        # its part's count.
+        parts = [item for item in batch if isinstance(item, _ChordPart)]
+        for start in range(0, len(parts), BATCH_LIMIT):
+            self._count(parts[start : start + BATCH_LIMIT])
         reports = [item.message for item in batch if isinstance(item, _Report)]
         if reports and self._deliver is not None:
             try:
                 self._deliver(reports)
             except Exception:
                 logger.exception("delivering %d report(s) after result writes failed", len(reports))
+
+    def _count(self, parts: list[_ChordPart]) -> None:
+        try:
+            outcomes = self.inner.chord_parts([part.args for part in parts])
+        except Exception:
+            first = parts[0].args
+            logger.exception(
+                "counting %d chord part(s) failed (chord %s part %s first)", len(parts), *first[:2]
+            )
+            return
+        for part, outcome in zip(parts, outcomes, strict=True):
+            try:
+                part.then(outcome)
+            except Exception:
+                logger.exception("after counting chord %s part %s", *part.args[:2])
 
     def _write(self, writes: list[_Write]) -> None:
         if not writes:

@@ -144,14 +144,39 @@ class FastLane:
 
     def script(self, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA of *source*, loading it first when Redis does not know it (after a restart)."""
-        sha = self._shas.get(source)
-        if sha is None:
-            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest().encode()
+        sha = self._sha(source)
         try:
             return self.execute("EVALSHA", sha, len(keys), *keys, *args)
         except rexc.NoScriptError:
             self.execute("SCRIPT", "LOAD", source)
             return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    def scripts(
+        self, source: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """EVALSHA of *source* once for each (keys, args) of *calls*, in one write: the replies,
+        in order, an error reply in its place as the exception."""
+        sha = self._sha(source)
+        packed = b"".join(
+            hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)) for keys, args in calls
+        )
+        replies = self._run(packed, len(calls))
+        missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
+        if missing:
+            # Those did not run (Redis restarted meanwhile): load the script, run them again.
+            self.execute("SCRIPT", "LOAD", source)
+            for i in missing:
+                keys, args = calls[i]
+                replies[i] = self._run(
+                    hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)), 1
+                )[0]
+        return replies
+
+    def _sha(self, source: str) -> bytes:
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest().encode()
+        return sha
 
     def script_after(
         self,
@@ -162,9 +187,7 @@ class FastLane:
     ) -> Any:
         """*commands*, then EVALSHA of *source*, in one write: the script's reply. The first
         error reply of *commands* is raised (after the script ran)."""
-        sha = self._shas.get(source)
-        if sha is None:
-            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest().encode()
+        sha = self._sha(source)
         packed = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
         packed += hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
         replies = self._run(packed, len(commands) + 1)

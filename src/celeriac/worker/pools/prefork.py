@@ -174,6 +174,7 @@ class _ChildLoop:
                 times.short_name,
                 times.add,
                 self.hostname,
+                self.waiting,
             )
         elif self.fetcher is not None:
             self.fetcher.apply(order)

@@ -122,8 +122,8 @@ class SelfFetcher:
     """The fetching side of one pool process (see the module docstring).
 
     *send* reports to the supervisor; *short* tells tasks known to be short, whose acks wait
-    for the next fetch's round trip (a long task's ack goes out when it starts), and *ran*
-    learns each task's run time.
+    for the next fetch's round trip (a long task's ack goes out when it starts), *ran*
+    learns each task's run time, and *mail* tells whether the supervisor sent something.
     """
 
     def __init__(
@@ -136,6 +136,7 @@ class SelfFetcher:
         short: Callable[[str], bool],
         ran: Callable[[str, float], None],
         hostname: str,
+        mail: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
         self.transport = app.transport
@@ -147,6 +148,7 @@ class SelfFetcher:
         self.short = short
         self.ran = ran
         self.hostname = hostname
+        self.mail = mail
         self.accept = app.conf.accept_content
         self.rate_limits_off = bool(app.conf.worker_disable_rate_limits)
         self.on = True
@@ -205,6 +207,13 @@ class SelfFetcher:
 
     def _announce(self, waker: int) -> None:
         self.board.waker.value = waker
+        if waker and self.mail():
+            # A job arrived after the last look at the pipe, before the waker was shown: the
+            # supervisor could not end this wait, so the process ends it itself.
+            try:
+                self.transport.wake_fetch(waker)
+            except Exception as exc:
+                logger.debug("could not end its own fetch wait: %r", exc)
 
     def flush_acks(self, acks: list[Delivery] | None = None) -> None:
         if acks is None:

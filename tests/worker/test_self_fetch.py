@@ -254,7 +254,6 @@ def test_results_in_another_database_of_the_broker_redis(
                     assert [r.get(timeout=30) for r in sent] == [
                         f"r{round_}-{i}" for i in range(100)
                     ]
-                    time.sleep(0.3)
             metas = results.keys("celery-task-meta-*")
             assert len(metas) == 300
             assert all(0 < results.ttl(k) <= 86400 for k in metas[:20])

@@ -641,8 +641,7 @@ class RedisTransport(Transport):
         if not queues or limit <= 0:
             if acks or before:
                 tags = [d.tag for d in acks]
-                settle = [*before, *self._ack_commands(tags)] if tags else list(before)
-                self._retry.call(self._fast.pipeline, settle)
+                self._retry.call(self._fast.pipeline, [*before, *self._ack_commands(tags)])
             return []
         wanted = tuple(dict.fromkeys(queues))
         self._housekeep()
@@ -748,7 +747,7 @@ class RedisTransport(Transport):
             popped = self._held(fetcher, keys)
         source = _script_source("fetch")
         keys = [self._unacked, self._unacked_index, self._dlq, fetcher.record, *keys]
-        settle = [*before, *self._ack_commands(acks)] if acks else list(before)
+        settle = [*before, *self._ack_commands(acks)]
 
         def attempt() -> Any:
             fetcher.salvaged += self._salvage(fetcher)
@@ -981,6 +980,8 @@ class RedisTransport(Transport):
         self._retry.call(self._fast.pipeline, commands, transaction=True)
 
     def _ack_commands(self, tags: Sequence[str]) -> list[tuple[Any, ...]]:
+        if not tags:
+            return []
         return [("HDEL", self._unacked, *tags), ("ZREM", self._unacked_index, *tags)]
 
     def _target(self, delivery: Delivery) -> tuple[dict[str, Any], str]:
